@@ -1,0 +1,427 @@
+//! Prometheus metrics: the families dashboards and alerts are written against.
+//!
+//! One [`Metrics`] per process, with its own [`Registry`] (not the crate's
+//! global one, so tests can run several gateways in one process). Every family
+//! is registered at construction and every known label value is created at
+//! zero, so that `rate()` and the alert rules in `config/alerts.yml` work before
+//! the first event. Labels take only values from closed sets (listener, status
+//! class, error kind, deny reason, result) or from the configuration
+//! (certificate names); never client addresses, paths or hosts.
+//!
+//! The request path touches only pre-resolved children: an array index and an
+//! atomic add, no label lookup and no lock.
+
+mod server;
+#[cfg(test)]
+mod tests;
+
+pub use server::serve;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Which public listener a request or connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The plain-HTTP listener (redirects and ACME challenges).
+    Http,
+    /// The TLS listener (proxied requests).
+    Https,
+}
+
+impl Listener {
+    const ALL: [Listener; 2] = [Listener::Http, Listener::Https];
+
+    /// The `listener` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Http => "http",
+            Listener::Https => "https",
+        }
+    }
+}
+
+/// Why a request to the upstream failed, as the `kind` label says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The connection was refused or the upstream unreachable (a 502).
+    Connect,
+    /// No response within the upstream timeout (a 504).
+    Timeout,
+    /// A connection was made but the exchange broke: reset, malformed response,
+    /// closed mid-body (a 502).
+    Protocol,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 3] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Protocol,
+    ];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// Why the access filter refused a request, as the `reason` label says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The client matched a `[access] deny` range (deny wins over allow).
+    DenyList,
+    /// `[access] allow` is not empty and the client is in none of its ranges.
+    NotAllowed,
+}
+
+impl DenyReason {
+    const ALL: [DenyReason; 2] = [DenyReason::DenyList, DenyReason::NotAllowed];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::DenyList => "deny_list",
+            DenyReason::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// How a reload or a renewal ended, as the `result` label says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 2] = [Outcome::Success, Outcome::Failure];
+
+    /// The `result` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// Status classes `1xx` to `5xx`, the `class` label of the request counter.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Request duration buckets, in seconds: from a cached redirect (sub-ms) to a
+/// request that ran into the whole-request timeout (30 s by default).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// All of the gateway's metric families, registered in one registry.
+///
+/// Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Metrics {
+    registry: Registry,
+    /// Indexed `[listener][status class]`.
+    requests: [[IntCounter; 5]; 2],
+    durations: [Histogram; 2],
+    upstream_errors: [IntCounter; 3],
+    denied: [IntCounter; 2],
+    tls_handshake_failures: IntCounter,
+    open_connections: [IntGauge; 2],
+    reloads: [IntCounter; 2],
+    last_reload_success: Gauge,
+    last_reload_successful: IntGauge,
+    certificate_expiry: GaugeVec,
+    acme_renewals: [IntCounter; 2],
+}
+
+/// Builds the families; a failure here is a programming error (a duplicate
+/// name or a bad label), so it panics with the family's name.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    let name = c.desc().first().map(|d| d.fq_name.clone()).unwrap_or_default();
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("registering metric family {name}: {e}"));
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("defining metric family {name}: {e}"));
+    register(registry, family)
+}
+
+impl Metrics {
+    /// Creates every family with its known label values at zero.
+    ///
+    /// `version` is the `version` label of `edge_gateway_build_info`.
+    pub fn new(version: &str) -> Metrics {
+        let registry = Registry::new();
+
+        let requests_vec = counter_vec(
+            &registry,
+            "edge_gateway_requests_total",
+            "Requests answered, by listener and status class.",
+            &["listener", "class"],
+        );
+        let requests = Listener::ALL.map(|l| {
+            STATUS_CLASSES.map(|class| requests_vec.with_label_values(&[l.as_str(), class]))
+        });
+
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "edge_gateway_request_duration_seconds",
+                "Time from the request head to the end of the response head, by listener.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .expect("edge_gateway_request_duration_seconds is well formed");
+        let durations_vec = register(&registry, durations_vec);
+        let durations = Listener::ALL.map(|l| durations_vec.with_label_values(&[l.as_str()]));
+
+        let upstream_vec = counter_vec(
+            &registry,
+            "edge_gateway_upstream_errors_total",
+            "Requests that failed at the upstream, by kind of failure.",
+            &["kind"],
+        );
+        let upstream_errors =
+            UpstreamErrorKind::ALL.map(|k| upstream_vec.with_label_values(&[k.as_str()]));
+
+        let denied_vec = counter_vec(
+            &registry,
+            "edge_gateway_denied_requests_total",
+            "Requests refused by the CIDR filter with a 403, by reason.",
+            &["reason"],
+        );
+        let denied = DenyReason::ALL.map(|r| denied_vec.with_label_values(&[r.as_str()]));
+
+        let tls_handshake_failures = register(
+            &registry,
+            IntCounter::new(
+                "edge_gateway_tls_handshake_failures_total",
+                "TLS handshakes that failed (protocol version, no certificate for the name, \
+                 client gave up).",
+            )
+            .expect("edge_gateway_tls_handshake_failures_total is well formed"),
+        );
+
+        let open_vec = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "edge_gateway_open_connections",
+                    "Client connections open now, by listener.",
+                ),
+                &["listener"],
+            )
+            .expect("edge_gateway_open_connections is well formed"),
+        );
+        let open_connections = Listener::ALL.map(|l| open_vec.with_label_values(&[l.as_str()]));
+
+        let reloads_vec = counter_vec(
+            &registry,
+            "edge_gateway_config_reloads_total",
+            "Configuration reloads (SIGHUP or file change), by result.",
+            &["result"],
+        );
+        let reloads = Outcome::ALL.map(|o| reloads_vec.with_label_values(&[o.as_str()]));
+
+        let last_reload_success = register(
+            &registry,
+            Gauge::new(
+                "edge_gateway_config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded (start or last successful reload).",
+            )
+            .expect("edge_gateway_config_last_reload_success_timestamp_seconds is well formed"),
+        );
+        let last_reload_successful = register(
+            &registry,
+            IntGauge::new(
+                "edge_gateway_config_last_reload_successful",
+                "1 if the last reload attempt was applied, 0 if it was refused.",
+            )
+            .expect("edge_gateway_config_last_reload_successful is well formed"),
+        );
+        last_reload_successful.set(1);
+
+        let certificate_expiry = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "edge_gateway_certificate_expiry_timestamp_seconds",
+                    "When the certificate served for a name expires (notAfter).",
+                ),
+                &["name"],
+            )
+            .expect("edge_gateway_certificate_expiry_timestamp_seconds is well formed"),
+        );
+
+        let acme_vec = counter_vec(
+            &registry,
+            "edge_gateway_acme_renewals_total",
+            "ACME orders for a new certificate, by result.",
+            &["result"],
+        );
+        let acme_renewals = Outcome::ALL.map(|o| acme_vec.with_label_values(&[o.as_str()]));
+
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("edge_gateway_build_info", "Always 1; the version as a label."),
+                &["version"],
+            )
+            .expect("edge_gateway_build_info is well formed"),
+        );
+        build_info.with_label_values(&[version]).set(1);
+
+        Metrics {
+            registry,
+            requests,
+            durations,
+            upstream_errors,
+            denied,
+            tls_handshake_failures,
+            open_connections,
+            reloads,
+            last_reload_success,
+            last_reload_successful,
+            certificate_expiry,
+            acme_renewals,
+        }
+    }
+
+    /// Counts one answered request and observes its duration.
+    ///
+    /// A status outside 100..=599 (hyper allows up to 999) is counted as `5xx`:
+    /// the class set stays closed, and such a status from the upstream is a
+    /// fault worth seeing among the errors.
+    pub fn request(&self, listener: Listener, status: u16, elapsed: Duration) {
+        let class = match status / 100 {
+            1 => 0,
+            2 => 1,
+            3 => 2,
+            4 => 3,
+            _ => 4,
+        };
+        self.requests[listener as usize][class].inc();
+        self.durations[listener as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failed exchange with the upstream.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Counts a request refused by the CIDR filter.
+    pub fn denied(&self, reason: DenyReason) {
+        self.denied[reason as usize].inc();
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.inc();
+    }
+
+    /// Counts a connection as open until the returned guard is dropped, so
+    /// that every path out of a connection task (error, panic unwinding,
+    /// shutdown) brings the gauge back down.
+    pub fn connection_opened(&self, listener: Listener) -> ConnectionGuard {
+        let gauge = self.open_connections[listener as usize].clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// Records a reload attempt. A success also moves the "config in force
+    /// since" timestamp.
+    pub fn reload(&self, outcome: Outcome) {
+        self.reloads[outcome as usize].inc();
+        match outcome {
+            Outcome::Success => {
+                self.last_reload_successful.set(1);
+                self.config_loaded_now();
+            }
+            Outcome::Failure => self.last_reload_successful.set(0),
+        }
+    }
+
+    /// Marks the configuration in force as loaded now (called once at start,
+    /// and by [`Metrics::reload`] on success).
+    pub fn config_loaded_now(&self) {
+        self.last_reload_success.set(unix_seconds(SystemTime::now()));
+    }
+
+    /// Sets the expiry of the certificate served for `name`.
+    pub fn certificate_expiry(&self, name: &str, not_after: SystemTime) {
+        self.certificate_expiry
+            .with_label_values(&[name])
+            .set(unix_seconds(not_after));
+    }
+
+    /// Drops the expiry series of names no longer configured, so that an alert
+    /// does not fire for a certificate nobody serves any more.
+    pub fn retain_certificates<'a>(&self, names: impl IntoIterator<Item = &'a str> + Clone) {
+        for family in self.certificate_expiry.collect() {
+            for metric in family.get_metric() {
+                let Some(label) = metric.get_label().iter().find(|l| l.get_name() == "name") else {
+                    continue;
+                };
+                let current = label.get_value();
+                if !names.clone().into_iter().any(|n| n == current) {
+                    // The series was just read, so removing it cannot miss.
+                    let _ = self.certificate_expiry.remove_label_values(&[current]);
+                }
+            }
+        }
+    }
+
+    /// Counts an ACME order for a new certificate.
+    pub fn acme_renewal(&self, outcome: Outcome) {
+        self.acme_renewals[outcome as usize].inc();
+    }
+
+    /// The registry, for a caller that wants to add its own families.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders every family in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("the text encoder writes into a Vec");
+        String::from_utf8(buf).expect("the text encoder writes UTF-8")
+    }
+}
+
+/// Decrements `edge_gateway_open_connections` when the connection ends.
+#[must_use = "the connection counts as open only while the guard lives"]
+pub struct ConnectionGuard {
+    gauge: IntGauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    // A time before 1970 is no real certificate date; 0 makes it "expired".
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
