@@ -1,0 +1,56 @@
+"""Gunicorn settings for the notes app (run from flask_app/, see README.md).
+
+gunicorn -c flask_app/gunicorn.conf.py --chdir flask_app 'notes:create_app()'
+"""
+
+import os
+
+# The web host's loopback only: the gateway on the same host is the one way in.
+bind = "127.0.0.1:8000"
+
+# One worker per core of the lab's web host; threads overlap the waits on the database.
+# WEB_CONCURRENCY (gunicorn's own convention) overrides the number of workers.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+# Matches POOL_SIZE in notes/db.py: each thread has a pooled connection of its own.
+threads = 4
+
+# A request waiting on an unreachable database gives up within 2 s (notes/config.py), so a
+# worker that has been silent for 30 s is stuck for another reason and is replaced.
+timeout = 30
+graceful_timeout = 10
+# The gateway keeps connections to the app open between requests.
+keepalive = 5
+
+# Build the app in the master before forking: a bad APP_* variable stops gunicorn at once
+# with its message, instead of workers dying one after another.
+preload_app = True
+
+
+def post_fork(server, worker):
+    # A pool created before the fork would share its sockets between processes; each worker
+    # opens its own connections.
+    app = worker.app.wsgi()
+    app.extensions["notes.db"].dispose()
+
+
+# The app writes its own access line, as JSON with the request id (notes/logs.py); gunicorn's
+# would only repeat it as text.
+accesslog = None
+# Gunicorn's own messages (boot, workers, errors) as JSON lines on stdout too.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "notes.logs.json_formatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "INFO", "propagate": False},
+    },
+}
