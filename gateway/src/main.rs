@@ -1,1 +1,133 @@
-fn main() {}
+//! The `edge-gateway` command: `run` the daemon, or `check` a configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_gateway::config::ConfigError;
+use edge_gateway::tls::{self, CertResolver};
+use edge_gateway::{Hooks, Server, Settings};
+use tokio_util::sync::CancellationToken;
+
+const DEFAULT_CONFIG: &str = "/etc/edge-gateway/gateway.toml";
+
+/// TLS-terminating, CIDR-filtering reverse proxy.
+///
+/// Terminates HTTPS (TLS 1.2 and 1.3, HTTP/1.1 and HTTP/2), lets through only clients in the
+/// allowed ranges, and proxies them to one upstream HTTP server. Plain HTTP requests are
+/// redirected to HTTPS, except ACME challenges.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-gateway",
+    version,
+    after_help = "Start with `edge-gateway check --config FILE`, then `edge-gateway run --config \
+                  FILE`.\nEvery key is documented in config/gateway.toml; any key can be \
+                  overridden from the\nenvironment as EDGE_GATEWAY__TABLE__KEY (for example \
+                  EDGE_GATEWAY__ACCESS__ALLOW=203.0.113.0/28).\nSIGTERM or SIGINT stops \
+                  accepting, lets requests in flight finish, and exits 0."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration, its certificate and key, and exit: 0 if valid, 1 if not.
+    ///
+    /// Each problem is printed on its own line with the key it is about, as `nginx -t` does.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("edge-gateway: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let file = path.display();
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(ConfigError::Invalid { problems, .. }) => {
+            for p in problems {
+                eprintln!("edge-gateway: {file}: {p}");
+            }
+            eprintln!("edge-gateway: configuration file {file} test failed");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!("edge-gateway: {error}");
+            eprintln!("edge-gateway: configuration file {file} test failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &settings.warnings {
+        eprintln!("edge-gateway: {file}: warning: {w}");
+    }
+    if let Err(error) = tls::load_certified_key(&settings.tls.cert, &settings.tls.key) {
+        eprintln!("edge-gateway: {file}: {error}");
+        eprintln!("edge-gateway: configuration file {file} test failed");
+        return ExitCode::FAILURE;
+    }
+    println!("edge-gateway: configuration file {file} test is successful");
+    ExitCode::SUCCESS
+}
+
+#[tokio::main]
+async fn run(path: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(path)?;
+    edge_gateway::observe::init_logging(&settings.log)
+        .map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    for w in &settings.warnings {
+        tracing::warn!(config.key = %w.key, "{}", w.message);
+    }
+    let key = tls::load_certified_key(&settings.tls.cert, &settings.tls.key)?;
+    let certs = Arc::new(CertResolver::with_default(Arc::new(key)));
+    let server = Server::bind(&settings, certs, Hooks::default())
+        .await
+        .context("cannot start")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.run(shutdown).await;
+    tracing::info!("Stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "Shutting down");
+    shutdown.cancel();
+}
