@@ -1,0 +1,294 @@
+"""Run every check within the time budget and gather the evidence for the verdict.
+
+The database chain (name, route, ping and TCP side by side, greeting, TLS login, query),
+the app's /readyz, the public URL and, in the lab, the hosts' state run side by side;
+each probe has its own short timeout, so a run ends within a few seconds whatever is
+broken. Within the database chain, a layer that failed stops the ones above it: they
+would only fail again, slower.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from . import httpchecks, lab, probes
+from .probes import DbTarget, Result
+from .verdict import Context, Verdict, decide
+
+DEFAULTS = {
+    "APP_DB_HOST": "10.0.2.10",
+    "APP_DB_PORT": "3306",
+    "APP_DB_USER": "app",
+    "APP_DB_NAME": "notes",
+    "APP_DB_TLS": "on",
+}
+
+
+@dataclass
+class Settings:
+    db: DbTarget
+    password_file: str | None
+    app_env: dict[str, str]
+    app_addr: str = "10.0.1.10"
+    readyz_url: str = "http://127.0.0.1:8000/readyz"
+    gateway_url: str = "http://10.0.1.10/"
+    public_url: str = "https://app.example.com/"
+    public_ca: str | None = None
+    public_from: str | None = None
+    lab: bool = False
+    timeout: float = 1.5
+
+
+@dataclass
+class Report:
+    verdict: Verdict
+    results: dict[str, Result]
+    lab: lab.LabEvidence | None
+    settings: Settings
+    started: float
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.as_dict(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "seconds": round(self.seconds, 2),
+            "target": f"{self.settings.db.host}:{self.settings.db.port}",
+            "checks": [res.as_dict() for res in self.results.values()],
+            "lab": self.lab.as_dict() if self.lab else None,
+            "notes": self.notes,
+        }
+
+
+def find_app_env() -> dict[str, str]:
+    """The environment of the running app (gunicorn serving notes:create_app)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gunicorn" in cmdline and b"create_app" in cmdline:
+            env = lab.process_env(int(proc.name))
+            if env:
+                return env
+    return {}
+
+
+def load_settings(args: Any) -> Settings:
+    """Settings from the flags, else the running app's environment, else ours, else defaults."""
+    app_env = find_app_env()
+
+    def pick(key: str, flag: str | None) -> str | None:
+        if flag:
+            return flag
+        return app_env.get(key) or os.environ.get(key) or DEFAULTS.get(key)
+
+    password_file = pick("APP_DB_PASSWORD_FILE", args.password_file)
+    password = None
+    if password_file:
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError:
+            password = None
+    db = DbTarget(
+        host=pick("APP_DB_HOST", args.db_host) or "",
+        port=int(pick("APP_DB_PORT", args.db_port and str(args.db_port)) or 3306),
+        user=pick("APP_DB_USER", args.db_user) or "app",
+        password=password,
+        database=pick("APP_DB_NAME", args.db_name) or "notes",
+        ca_file=pick("APP_DB_CA_FILE", args.ca_file),
+    )
+    return Settings(
+        db=db,
+        password_file=password_file,
+        app_env=app_env,
+        app_addr=args.app_addr,
+        readyz_url=args.readyz_url,
+        gateway_url=args.gateway_url,
+        public_url=args.public_url,
+        public_ca=args.public_ca,
+        public_from=args.public_from,
+        lab=args.lab,
+        timeout=args.timeout,
+    )
+
+
+def db_chain(s: Settings, out: dict[str, Result], counters: dict[str, Any]) -> None:
+    """The database layers in order; a failed layer stops the ones above it."""
+    t = s.timeout
+    out["dns"] = dns = probes.resolve(s.db.host, t)
+    if not dns.ok:
+        return
+    addr = dns.data.get("addrs", [s.db.host])[0]
+    out["route"] = route = probes.route_get(addr)
+    if not route.ok:
+        return
+    with ThreadPoolExecutor(2) as pool:
+        ping = pool.submit(probes.ping, addr)
+        if s.lab:
+            counters["before"] = lab.snapshot_counters()
+        tcp = probes.tcp_connect(addr, s.db.port, t)
+        if s.lab:
+            counters["after"] = lab.snapshot_counters()
+        out["tcp"] = tcp
+        out["ping"] = ping.result()
+    if not tcp.ok:
+        return
+    out["greeting"] = greeting = probes.mysql_greeting(addr, s.db.port, t)
+    if not greeting.ok:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        # Without TLS the server should say no: evidence for a client that skips TLS.
+        plain = pool.submit(probes.mysql_login, s.db, False, t)
+        login, conn = probes.mysql_login(s.db, True, t * 2)
+        out["login-tls"] = login
+        plain_res, plain_conn = plain.result()
+        if plain_conn is not None:
+            plain_conn.close()
+        out["login-plain"] = plain_res
+    if conn is not None:
+        out["select"] = probes.select_one(conn)
+
+
+def gateway_local(url: str, timeout: float) -> Result:
+    """Any HTTP answer from the gateway on the web host: it is up, whatever it decides."""
+    clock = probes.Clock()
+    try:
+        resp = requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        return Result(
+            "gateway-local", "no-answer", f"GET {url}: {type(exc).__name__}", False, clock()
+        )
+    return Result(
+        "gateway-local",
+        "answers",
+        f"GET {url} on the web host: {resp.status_code}",
+        True,
+        clock(),
+        {"status": resp.status_code},
+    )
+
+
+def public_checks(s: Settings) -> list[Result]:
+    """The public URL, from the internet side when a lab host is named for it."""
+    if not s.public_url:
+        return []
+    t = s.timeout + 0.5
+    if not s.public_from:
+        return httpchecks.public(s.public_url, s.public_ca, t)
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        s.public_from,
+        sys.executable,
+        "-m",
+        "diagnose.public",
+        s.public_url,
+        "--timeout",
+        str(t),
+    ]
+    if s.public_ca:
+        cmd += ["--ca", s.public_ca]
+    try:
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=t + 2, cwd=lab.ROOT, check=False
+        )
+        rows = json.loads(out.stdout)
+    except (subprocess.TimeoutExpired, ValueError):
+        return [
+            Result("public-https", "error", f"the public check from {s.public_from} failed", False)
+        ]
+    return [Result(**{k: v for k, v in row.items()}) for row in rows]
+
+
+def gather_lab(s: Settings) -> lab.LabEvidence:
+    ev = lab.LabEvidence()
+    jobs = {
+        "db_input": lambda: lab.iptables("db", "filter", "INPUT"),
+        "router_forward": lambda: lab.iptables("router", "filter", "FORWARD"),
+        "router_prerouting": lambda: lab.iptables("router", "nat", "PREROUTING"),
+        "db_listeners": lambda: lab.listeners("db"),
+        "router_ip_forward": lambda: lab.sysctl("router", "net.ipv4.ip_forward"),
+        "db_netem": lambda: lab.qdiscs("db"),
+        "web_routes": lambda: lab.routes("web"),
+        "programs": lab.supervisor_status,
+        "mysql_exits": lambda: lab.unexpected_exits("mysql"),
+        "log_errors": lab.last_error_lines,
+    }
+    with ThreadPoolExecutor(4) as pool:
+        futures = {name: pool.submit(fn) for name, fn in jobs.items()}
+        for name, fut in futures.items():
+            setattr(ev, name, fut.result())
+    return ev
+
+
+def run(s: Settings) -> Report:
+    started = time.time()
+    clock = probes.Clock()
+    results: dict[str, Result] = {}
+    counters: dict[str, Any] = {}
+    with ThreadPoolExecutor(5) as pool:
+        chain = pool.submit(db_chain, s, results, counters)
+        ready = (
+            pool.submit(httpchecks.readyz, s.readyz_url, s.timeout * 2) if s.readyz_url else None
+        )
+        gw = pool.submit(gateway_local, s.gateway_url, s.timeout) if s.gateway_url else None
+        public = pool.submit(public_checks, s)
+        evidence = pool.submit(gather_lab, s) if s.lab else None
+        chain.result()
+        if ready is not None:
+            results["readyz"] = ready.result()
+        if gw is not None:
+            results["gateway-local"] = gw.result()
+        for res in public.result():
+            results[res.check] = res
+        lab_ev = evidence.result() if evidence else None
+    if lab_ev is not None and "before" in counters:
+        lab_ev.counters_moved = lab.counter_deltas(counters["before"], counters["after"])
+    ctx = Context(
+        db_host=s.db.host,
+        db_port=s.db.port,
+        db_user=s.db.user,
+        app_addr=s.app_addr,
+        password_file=s.password_file,
+        readyz_url=s.readyz_url,
+        public_url=s.public_url,
+        lab=s.lab,
+    )
+    verdict = decide(results, lab_ev, ctx, s.app_env)
+    verdict.evidence = evidence_lines(verdict, results, lab_ev)
+    notes = []
+    if not s.app_env:
+        notes.append("the app's process was not found: settings from the environment/defaults")
+    return Report(verdict, results, lab_ev, s, started, clock(), notes)
+
+
+def evidence_lines(v: Verdict, results: dict[str, Result], ev: lab.LabEvidence | None) -> list[str]:
+    """The verdict's own evidence first, then every check in layer order."""
+    lines = list(v.evidence)
+    for res in results.values():
+        mark = "ok  " if res.ok else "FAIL"
+        lines.append(f"{mark} {res.check:<13} {res.detail}")
+    if ev is not None:
+        for name, prog in sorted(ev.programs.items()):
+            lines.append(f"lab  supervisor    {name} {prog.state}")
+        if ev.db_netem:
+            lines.append("lab  db qdisc      " + "; ".join(ev.db_netem))
+        for log, errs in ev.log_errors.items():
+            for err in errs[-2:]:
+                lines.append(f"lab  log {log:<9} {err[:120]}")
+    return lines

@@ -1,0 +1,274 @@
+"""Where an SRE looks next, in the lab: firewall counters, sockets, supervisor, logs.
+
+Each host is a network namespace, reached with `ip netns exec HOST`. The paths and names
+are the lab's (nat/lab/lib.sh); a real deployment has the same things under systemd, and
+the runbook (docs/troubleshooting.md) gives the commands for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_STATE = ROOT / ".lab"
+LAB_LOGS = LAB_STATE / "logs"
+SUPERVISOR_CONF = ROOT / "nat" / "lab" / "supervisord.conf"
+
+
+def run(host: str | None, *argv: str, timeout: float = 2.0) -> subprocess.CompletedProcess:
+    """Run a command on a lab host (None: where this process is)."""
+    cmd = ["ip", "netns", "exec", host, *argv] if host else list(argv)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {timeout}s")
+
+
+def current_netns() -> str | None:
+    """The name of the lab namespace this process is in, or None."""
+    out = subprocess.run(
+        ["ip", "netns", "identify", str(os.getpid())], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip() or None
+
+
+def lab_present() -> bool:
+    return Path("/run/netns/db").exists() and Path("/run/netns/web").exists()
+
+
+@dataclass
+class Rule:
+    """One iptables rule (or a chain's policy) with its counters."""
+
+    table: str
+    chain: str
+    num: int  # 0 is the chain's policy
+    pkts: int
+    target: str
+    spec: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.chain}/{self.num}/{self.target}/{self.spec}"
+
+    def line(self, host: str) -> str:
+        where = "policy" if self.num == 0 else f"rule {self.num}"
+        return f"{host} {self.table} {self.chain} {where}: {self.target} {self.spec}".rstrip()
+
+
+_POLICY = re.compile(r"^Chain (\S+) \(policy (\S+) (\d+) packets")
+
+
+def iptables(host: str, table: str, chain: str) -> list[Rule]:
+    """The rules of one chain with their packet counters (`iptables -L -v -n -x`)."""
+    out = run(
+        host, "iptables", "-w", "1", "-t", table, "-L", chain, "-v", "-n", "-x", "--line-numbers"
+    )
+    rules: list[Rule] = []
+    for line in out.stdout.splitlines():
+        policy = _POLICY.match(line)
+        if policy:
+            rules.append(Rule(table, chain, 0, int(policy.group(3)), policy.group(2), ""))
+            continue
+        cols = line.split(None, 10)
+        if not cols or not cols[0].isdigit() or len(cols) < 10:
+            continue
+        spec = " ".join(cols[5:])
+        # Keep what matters to a reader: protocol, source, destination, matches, comment.
+        spec = " ".join([cols[4], *cols[8:]]).replace("  ", " ")
+        rules.append(Rule(table, chain, int(cols[0]), int(cols[1]), cols[3], spec))
+    return rules
+
+
+def snapshot_counters() -> dict[str, dict[str, int]]:
+    """Packet counters of the chains a connection to MySQL crosses."""
+    chains = {
+        "db": [("filter", "INPUT")],
+        "router": [("filter", "FORWARD"), ("nat", "PREROUTING")],
+    }
+    snap: dict[str, dict[str, int]] = {}
+    for host, pairs in chains.items():
+        snap[host] = {}
+        for table, chain in pairs:
+            for rule in iptables(host, table, chain):
+                snap[host][rule.key] = rule.pkts
+    return snap
+
+
+def counter_deltas(before: dict, after: dict) -> list[dict[str, Any]]:
+    """Rules whose counters moved between two snapshots, blocking ones first."""
+    moved = []
+    for host, rules in after.items():
+        for key, pkts in rules.items():
+            delta = pkts - before.get(host, {}).get(key, 0)
+            if delta > 0:
+                table, chain, num, target, spec = key.split("/", 4)
+                moved.append(
+                    {
+                        "host": host,
+                        "table": table,
+                        "chain": chain,
+                        "num": int(num),
+                        "target": target,
+                        "spec": spec,
+                        "delta": delta,
+                    }
+                )
+    moved.sort(key=lambda r: (r["target"] not in ("DROP", "REJECT"), r["host"], r["num"]))
+    return moved
+
+
+@dataclass
+class Listener:
+    addr: str
+    port: int
+    process: str
+
+    def line(self) -> str:
+        return f"{self.addr}:{self.port} ({self.process or '?'})"
+
+
+def listeners(host: str) -> list[Listener]:
+    """TCP listening sockets on a host (`ss -ltnp`)."""
+    out = run(host, "ss", "-ltnpH")
+    found = []
+    for line in out.stdout.splitlines():
+        cols = line.split()
+        if len(cols) < 4:
+            continue
+        addr, _, port = cols[3].rpartition(":")
+        proc = re.search(r'users:\(\("([^"]+)"', line)
+        found.append(Listener(addr.strip("[]"), int(port), proc.group(1) if proc else ""))
+    return found
+
+
+def sysctl(host: str, key: str) -> str | None:
+    out = run(host, "sysctl", "-n", key)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def qdiscs(host: str) -> list[str]:
+    out = run(host, "tc", "qdisc", "show")
+    return [line.strip() for line in out.stdout.splitlines() if "netem" in line]
+
+
+def routes(host: str | None) -> list[str]:
+    out = run(host, "ip", "route", "show")
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+@dataclass
+class Program:
+    name: str
+    state: str
+    description: str
+    pid: int | None = None
+
+
+def supervisor_status() -> dict[str, Program]:
+    """Each lab service and its state, as the lab's supervisor reports it."""
+    out = run(None, "supervisorctl", "-c", str(SUPERVISOR_CONF), "status", timeout=3)
+    programs = {}
+    for line in out.stdout.splitlines():
+        cols = line.split(None, 2)
+        if len(cols) < 2:
+            continue
+        desc = cols[2] if len(cols) > 2 else ""
+        pid = re.search(r"pid (\d+)", desc)
+        name = cols[0].split(":")[-1]
+        programs[name] = Program(name, cols[1], desc, int(pid.group(1)) if pid else None)
+    return programs
+
+
+def process_env(pid: int) -> dict[str, str]:
+    """The environment a running process was started with."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in pairs}
+
+
+_ERRORISH = re.compile(
+    r"error|fatal|warn|exited|refused|denied|traceback|critical|abort", re.IGNORECASE
+)
+
+
+def last_error_lines(limit: int = 3, tail_bytes: int = 65536) -> dict[str, list[str]]:
+    """The last few error-looking lines of each service log under .lab/logs."""
+    found: dict[str, list[str]] = {}
+    if not LAB_LOGS.is_dir():
+        return found
+    for path in sorted(LAB_LOGS.glob("*.log")):
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(0, path.stat().st_size - tail_bytes))
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        hits = [line.strip()[:200] for line in lines if _ERRORISH.search(line)]
+        if hits:
+            found[path.stem] = hits[-limit:]
+    return found
+
+
+_UNEXPECTED_EXIT = re.compile(r"^(\S+ \S+) \S+ exited: (\S+) \((.*not expected)\)")
+
+
+def unexpected_exits(program: str) -> list[dict[str, str]]:
+    """The supervisor's record of a program dying when it should not have."""
+    log = LAB_LOGS / "supervisord.log"
+    found = []
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-2000:]
+    except OSError:
+        return found
+    for line in lines:
+        match = _UNEXPECTED_EXIT.match(line)
+        if match and match.group(2) == program:
+            found.append({"at": match.group(1), "why": match.group(3)})
+    return found
+
+
+@dataclass
+class LabEvidence:
+    """Everything the lab-only checks gathered, for the verdict and the report."""
+
+    counters_moved: list[dict[str, Any]] = field(default_factory=list)
+    db_input: list[Rule] = field(default_factory=list)
+    router_forward: list[Rule] = field(default_factory=list)
+    router_prerouting: list[Rule] = field(default_factory=list)
+    db_listeners: list[Listener] = field(default_factory=list)
+    router_ip_forward: str | None = None
+    db_netem: list[str] = field(default_factory=list)
+    web_routes: list[str] = field(default_factory=list)
+    programs: dict[str, Program] = field(default_factory=dict)
+    app_env: dict[str, str] = field(default_factory=dict)
+    mysql_exits: list[dict[str, str]] = field(default_factory=list)
+    log_errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counters_moved": self.counters_moved,
+            "db_listeners": [vars(x) for x in self.db_listeners],
+            "router_ip_forward": self.router_ip_forward,
+            "router_dnat": [r.line("router") for r in self.router_prerouting if r.target == "DNAT"],
+            "db_netem": self.db_netem,
+            "web_routes": self.web_routes,
+            "programs": {k: vars(v) for k, v in self.programs.items()},
+            "app_db_tls": self.app_env.get("APP_DB_TLS"),
+            "mysql_unexpected_exits": self.mysql_exits[-3:],
+            "log_errors": self.log_errors,
+        }
+
+
+def public_ca() -> str | None:
+    """The lab CA, which signs the gateway's certificate until ACME issues one."""
+    ca = LAB_STATE / "ca" / "ca.pem"
+    return str(ca) if ca.exists() else None
