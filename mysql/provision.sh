@@ -115,8 +115,18 @@ check_args() {
         "$here/grants.sql"; do
         [[ -r "$file" ]] || die "cannot read '$file'"
     done
+    # mariadbd drops to --user before it opens these, so check them as that user.
+    for file in "$tls_ca" "$tls_cert" "$tls_key"; do
+        as_run_as test -r "$file" || die "user $run_as cannot read '$file' (mariadbd runs as it)"
+    done
+    as_run_as test -w "$(dirname "$socket")" ||
+        die "user $run_as cannot create the socket in '$(dirname "$socket")'"
     command -v mariadb-install-db >/dev/null || die "mariadb-install-db not found: install \
 mariadb-server (Debian) or run 'make test', which installs it"
+}
+
+as_run_as() {
+    runuser -u "$run_as" -- "$@"
 }
 
 check_tls() {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,8 @@ class Settings:
                 "APP_DB_CA_FILE is not set: with APP_DB_TLS=on the app verifies the database's"
                 " certificate and needs the CA that signed it"
             )
-        if ca_file is not None and not Path(ca_file).is_file():
-            raise ConfigError(f"APP_DB_CA_FILE={ca_file}: no such file")
+        if ca_file is not None:
+            _check_ca(ca_file)
         return cls(
             db_host=env.get("APP_DB_HOST", "10.0.2.10"),
             db_port=_port(env, "APP_DB_PORT", default=3306),
@@ -61,6 +62,15 @@ class Settings:
             db_ca_file=Path(ca_file) if ca_file else None,
             secret_key=_read_secret(env, "APP_SECRET_KEY_FILE"),
         )
+
+
+def _check_ca(path: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"APP_DB_CA_FILE={path}: no such file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as e:
+        raise ConfigError(f"APP_DB_CA_FILE={path}: no PEM certificate in it ({e.reason})") from e
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -1,0 +1,309 @@
+"""Fixtures: a real MariaDB provisioned by mysql/provision.sh and run by mysql/serve.sh on
+127.0.0.1 with TLS required, and the notes app built against it.
+
+One server serves the whole session; the tests that stop it start it again before they end.
+Nothing is installed here: the server packages come from `make test`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+from flask import Flask
+from flask.testing import FlaskClient
+
+from notes import create_app, logs
+from notes.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+PROVISION = REPO / "mysql" / "provision.sh"
+SERVE = REPO / "mysql" / "serve.sh"
+RUN_AS = "mysql"
+# Generous: the first start of a fresh InnoDB on a busy two-core machine takes a few seconds.
+START_LIMIT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TLSFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass
+class MariaDB:
+    """A mariadbd run by mysql/serve.sh; start() and stop() may be called again and again."""
+
+    root: Path
+    port: int
+    tls: TLSFiles
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.root / "mariadbd.log"
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "mysqld.sock"
+
+    @property
+    def db_password_file(self) -> Path:
+        return self.root / "db" / "app-password"
+
+    @property
+    def web_password_file(self) -> Path:
+        return self.root / "web" / "app-password"
+
+    def provision_args(self) -> list[str]:
+        return [
+            str(PROVISION),
+            "--datadir", str(self.datadir),
+            "--socket", str(self.socket),
+            "--bind-address", "127.0.0.1",
+            "--port", str(self.port),
+            # The one adaptation of grants.sql: the app connects from loopback here.
+            "--app-host", "127.0.0.1",
+            "--db-password-file", str(self.db_password_file),
+            "--web-password-file", str(self.web_password_file),
+            "--tls-ca", str(self.tls.ca),
+            "--tls-cert", str(self.tls.cert),
+            "--tls-key", str(self.tls.key),
+            "--user", RUN_AS,
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        args = [
+            str(SERVE),
+            "--datadir", str(self.datadir),
+            "--socket", str(self.socket),
+            "--bind-address", "127.0.0.1",
+            "--port", str(self.port),
+            "--tls-ca", str(self.tls.ca),
+            "--tls-cert", str(self.tls.cert),
+            "--tls-key", str(self.tls.key),
+            "--user", RUN_AS,
+        ]  # fmt: skip
+        with self.log_file.open("a") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_LIMIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mariadbd exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                self.starts += 1
+                return
+            time.sleep(0.05)
+        pytest.fail(f"mariadbd did not answer within {START_LIMIT_S} s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        ping = subprocess.run(
+            ["mariadb-admin", "--no-defaults", f"--socket={self.socket}", "--user=root", "ping"],
+            check=False,
+            capture_output=True,
+        )
+        if ping.returncode != 0:
+            return False
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM, what supervisord sends), waited for."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def ensure_running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            self.start()
+
+    def sql(self, statement: str) -> str:
+        """Run SQL as root over the unix socket; the output in batch form (tab-separated)."""
+        args = [
+            "mariadb", "--no-defaults", f"--socket={self.socket}", "--user=root",
+            "--batch", "--skip-column-names", "-e", statement,
+        ]  # fmt: skip
+        done = subprocess.run(args, check=False, capture_output=True, text=True)
+        assert done.returncode == 0, f"{statement}: {done.stderr}"
+        return done.stdout
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _require_server_packages() -> None:
+    missing = [p for p in ("mariadbd", "mariadb-install-db", "mariadb") if not shutil.which(p)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not found: these tests need a real MariaDB server. "
+            "Run `make test`, which installs the packages (mariadb-server, mariadb-client) "
+            "before running the tests.",
+            pytrace=False,
+        )
+    if os.geteuid() != 0:
+        pytest.fail(
+            f"the tests start mariadbd as the '{RUN_AS}' user, which needs root; "
+            "run them as root (as `make test` and CI do)",
+            pytrace=False,
+        )
+
+
+def _write_tls(ca: trustme.CA, directory: Path) -> TLSFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = TLSFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    ca.cert_pem.write_to_path(str(files.ca))
+    cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    cert.private_key_pem.write_to_path(str(files.key))
+    # The key as a server keeps it: readable by the server's user alone.
+    shutil.chown(files.key, RUN_AS)
+    files.key.chmod(0o600)
+    return files
+
+
+@pytest.fixture(scope="session")
+def work_dir() -> Iterator[Path]:
+    """A directory the mysql user can enter (pytest's own tmp dirs are root-only, 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="notes-tests-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def other_tls(work_dir: Path) -> TLSFiles:
+    """TLS files from a CA that is not the server's."""
+    return _write_tls(trustme.CA(), work_dir / "other-tls")
+
+
+@pytest.fixture(scope="session")
+def tls(work_dir: Path) -> TLSFiles:
+    return _write_tls(trustme.CA(), work_dir / "tls")
+
+
+@pytest.fixture(scope="session")
+def mariadb(work_dir: Path, tls: TLSFiles) -> Iterator[MariaDB]:
+    _require_server_packages()
+    root = work_dir / "db"
+    root.mkdir()
+    # The server creates its socket here, as the mysql user.
+    shutil.chown(root, RUN_AS)
+    server = MariaDB(root=root, port=free_port(), tls=tls)
+    done = subprocess.run(server.provision_args(), check=False, capture_output=True, text=True)
+    assert done.returncode == 0, f"provision.sh failed:\n{done.stdout}\n{done.stderr}"
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db(mariadb: MariaDB) -> MariaDB:
+    """The session's server, running (a test before may have stopped it and failed)."""
+    mariadb.ensure_running()
+    return mariadb
+
+
+def app_env(server: MariaDB, work_dir: Path, **overrides: str) -> dict[str, str]:
+    secret = work_dir / "secret-key"
+    if not secret.exists():
+        secret.write_bytes(os.urandom(32).hex().encode())
+        secret.chmod(0o600)
+    env = {
+        "APP_DB_HOST": "127.0.0.1",
+        "APP_DB_PORT": str(server.port),
+        "APP_DB_USER": "app",
+        "APP_DB_PASSWORD_FILE": str(server.web_password_file),
+        "APP_DB_NAME": "notes",
+        "APP_DB_CA_FILE": str(server.tls.ca),
+        "APP_DB_TLS": "on",
+        "APP_SECRET_KEY_FILE": str(secret),
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def make_app(db: MariaDB, work_dir: Path) -> Iterator:
+    """Builds apps from APP_* variables (overrides as keyword arguments); disposes of their
+    pools afterwards."""
+    apps: list[Flask] = []
+
+    def make(**overrides: str) -> Flask:
+        app = create_app(Settings.from_env(app_env(db, work_dir, **overrides)))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["notes.db"].dispose()
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class LogLines:
+    """The app's JSON log lines, captured from its handler."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def messages(self, message: str) -> list[dict]:
+        return [r for r in self.records() if r["message"] == message]
+
+
+@pytest.fixture
+def log_lines(app: Flask) -> Iterator[LogLines]:
+    captured = LogLines()
+    logs.configure(stream=captured.stream)
+    yield captured
+    logs.configure()

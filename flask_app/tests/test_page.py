@@ -1,0 +1,108 @@
+"""The HTML page and its CSRF-protected form, end to end against the real server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from notes.validation import MAX_TEXT
+
+# The gateway serves the site over HTTPS and says so with X-Forwarded-Proto; the session
+# cookie is Secure, so the test client must speak https too.
+BASE = "https://app.example.com"
+PAGE = f"{BASE}/"
+
+
+@pytest.fixture
+def browser(app):
+    return app.test_client()
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "the form carries a CSRF token"
+    return match.group(1)
+
+
+def submit(browser, text: str, token: str | None, referer: str | None = PAGE):
+    data = {"text": text}
+    if token is not None:
+        data["csrf_token"] = token
+    headers = {"Referer": referer} if referer else {}
+    return browser.post("/notes", base_url=BASE, data=data, headers=headers)
+
+
+def test_page_lists_notes_and_says_the_database_is_reachable(browser, db):
+    browser.post("/api/notes", json={"text": "<script>alert(1)</script> shown as text"})
+    page = browser.get("/", base_url=BASE)
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert f"Database 127.0.0.1:{db.port}: reachable" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; shown as text" in html
+    assert "<script>alert" not in html
+
+
+def test_form_adds_a_note(browser):
+    token = csrf_token(browser.get("/", base_url=BASE).get_data(as_text=True))
+    response = submit(browser, "added through the form", token)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+    page = browser.get("/", base_url=BASE).get_data(as_text=True)
+    assert "added through the form" in page
+    api = browser.get("/api/notes").get_json()["notes"]
+    assert api[0]["text"] == "added through the form"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("   ", "&#34;text&#34; is empty"),
+        ("y" * (MAX_TEXT + 1), f"the limit is {MAX_TEXT} characters"),
+    ],
+)
+def test_form_with_bad_text_is_400_with_the_reason(browser, text, message):
+    token = csrf_token(browser.get("/", base_url=BASE).get_data(as_text=True))
+    response = submit(browser, text, token)
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+
+
+def test_form_without_csrf_token_is_refused(browser):
+    before = browser.get("/api/notes").get_json()["notes"]
+    browser.get("/", base_url=BASE)
+    response = submit(browser, "forged", token=None)
+    assert response.status_code == 400
+    assert "form rejected: The CSRF token is missing." in response.get_data(as_text=True)
+    assert browser.get("/api/notes").get_json()["notes"] == before
+
+
+def test_form_with_a_token_from_another_session_is_refused(browser, app):
+    other = app.test_client()
+    token = csrf_token(other.get("/", base_url=BASE).get_data(as_text=True))
+    browser.get("/", base_url=BASE)
+    response = submit(browser, "forged", token)
+    assert response.status_code == 400
+    assert "form rejected: The CSRF tokens do not match." in response.get_data(as_text=True)
+
+
+def test_form_posted_from_another_site_is_refused(browser):
+    # Over HTTPS (X-Forwarded-Proto trusted from the one proxy) the Referer must be this site.
+    token = csrf_token(browser.get("/", base_url=BASE).get_data(as_text=True))
+    response = submit(browser, "forged", token, referer="https://evil.example.net/")
+    assert response.status_code == 400
+    assert "The referrer does not match the host." in response.get_data(as_text=True)
+
+
+def test_forwarded_proto_makes_the_request_https(app):
+    # Plain HTTP from the gateway to gunicorn, X-Forwarded-Proto: https from the gateway:
+    # the app sees HTTPS, so the Referer check applies and external URLs are https://.
+    browser = app.test_client()
+    headers = {"X-Forwarded-Proto": "https", "Host": "app.example.com"}
+    page = browser.get("/", headers=headers)
+    assert '<link rel="canonical" href="https://app.example.com/">' in page.get_data(True)
+    token = csrf_token(page.get_data(as_text=True))
+    response = browser.post("/notes", data={"text": "x", "csrf_token": token}, headers=headers)
+    assert response.status_code == 400
+    assert "The referrer header is missing." in response.get_data(as_text=True)

@@ -1,0 +1,132 @@
+"""/healthz and /readyz, and the kind of failure /readyz names, each from a real cause."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+
+from notes.failures import classify
+
+READY_LIMIT_MS = 1000
+
+
+def readyz(app) -> tuple[int, dict]:
+    response = app.test_client().get("/readyz")
+    return response.status_code, response.get_json()
+
+
+def test_healthz_does_not_need_the_database(make_app, port):
+    app = make_app(APP_DB_PORT=str(port))
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_ready(app, db):
+    status, body = readyz(app)
+    assert status == 200
+    assert body["status"] == "ready"
+    assert body["target"] == f"127.0.0.1:{db.port}"
+    assert body["elapsed_ms"] < READY_LIMIT_MS
+
+
+def test_wrong_password_is_auth(make_app, work_dir):
+    wrong = work_dir / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    status, body = readyz(make_app(APP_DB_PASSWORD_FILE=str(wrong)))
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["kind"] == "auth"
+    assert "Access denied" in body["error"]
+
+
+def test_server_certificate_from_another_ca_is_tls(make_app, other_tls):
+    status, body = readyz(make_app(APP_DB_CA_FILE=str(other_tls.ca)))
+    assert (status, body["kind"]) == (503, "tls")
+    assert "CERTIFICATE_VERIFY_FAILED" in body["error"]
+
+
+def test_app_without_tls_is_refused_by_the_server(make_app):
+    # The mysql-no-tls drill: the server refuses the login (MariaDB says 1045), and the app,
+    # knowing it did not offer TLS, names the cause.
+    status, body = readyz(make_app(APP_DB_TLS="off"))
+    assert (status, body["kind"]) == (503, "tls")
+
+
+def test_nothing_listening_is_refused(make_app, port):
+    status, body = readyz(make_app(APP_DB_PORT=str(port)))
+    assert status == 503
+    assert body == {
+        "status": "unavailable",
+        "kind": "refused",
+        "target": f"127.0.0.1:{port}",
+        "error": body["error"],
+        "elapsed_ms": body["elapsed_ms"],
+    }
+    assert body["elapsed_ms"] < READY_LIMIT_MS
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port whose kernel completes the TCP handshake but where nothing ever answers, like a
+    mariadbd that hangs (SIGSTOP, a full disk)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+def test_server_that_never_answers_is_timeout(make_app, silent_server):
+    status, body = readyz(make_app(APP_DB_PORT=str(silent_server)))
+    assert (status, body["kind"]) == (503, "timeout")
+    # Given up after the read timeout of the probe, not after the driver's default of none.
+    assert body["elapsed_ms"] < 2 * READY_LIMIT_MS
+
+
+def test_host_without_an_account_is_host_not_allowed(db):
+    # The server sees 127.0.0.2, for which no account exists at all.
+    with pytest.raises(pymysql.err.OperationalError) as raised:
+        pymysql.connect(
+            host="127.0.0.1",
+            port=db.port,
+            user="app",
+            password=db.web_password_file.read_text().strip(),
+            bind_address="127.0.0.2",
+            ssl_ca=str(db.tls.ca),
+            connect_timeout=2,
+        )
+    assert classify(raised.value).kind == "host-not-allowed"
+
+
+def _connect_error(cause: OSError) -> pymysql.err.OperationalError:
+    """The error PyMySQL raises when the socket connect fails with `cause`."""
+    exc = pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on 'h' ({cause})")
+    exc.original_exception = cause
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (_connect_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), "refused"),
+        (_connect_error(OSError(errno.ETIMEDOUT, "timed out")), "timeout"),
+        (_connect_error(TimeoutError("timed out")), "timeout"),
+        (_connect_error(OSError(errno.EHOSTUNREACH, "no route to host")), "unreachable"),
+        (_connect_error(OSError(errno.ENETUNREACH, "network is unreachable")), "unreachable"),
+        (_connect_error(socket.gaierror(socket.EAI_NONAME, "Name not known")), "dns"),
+        (pymysql.err.OperationalError(1045, "Access denied"), "auth"),
+        (pymysql.err.OperationalError(1130, "Host is not allowed"), "host-not-allowed"),
+        (pymysql.err.OperationalError(3159, "insecure transport prohibited"), "tls"),
+        (pymysql.err.OperationalError(2013, "Lost connection"), "lost-connection"),
+        (pymysql.err.OperationalError(2006, "MySQL server has gone away"), "lost-connection"),
+        (pymysql.err.OperationalError(1040, "Too many connections"), "unknown"),
+    ],
+)
+def test_kinds_from_error_codes_and_errno(exc, kind):
+    # These codes need a network or server state that loopback cannot give (a dropped SYN, a
+    # missing route, DNS); the exceptions are built as PyMySQL builds them.
+    assert classify(exc).kind == kind
