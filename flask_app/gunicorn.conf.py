@@ -34,6 +34,11 @@ def post_fork(server, worker):
     app.extensions["notes.db"].dispose()
 
 
+# Gunicorn 27 opens a control socket in the home directory by default: one fixed path that a
+# second gunicorn on the machine (the test suite's beside the lab's) would fight over, and that
+# nothing here uses.
+control_socket_disable = True
+
 # The app writes its own access line, as JSON with the request id (notes/logs.py); gunicorn's
 # would only repeat it as text.
 accesslog = None
@@ -49,6 +54,8 @@ logconfig_dict = {
             "stream": "ext://sys.stdout",
         }
     },
+    # Replaces gunicorn's default root logger, whose text handler this dict leaves out.
+    "root": {"handlers": ["stdout"], "level": "INFO"},
     "loggers": {
         "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         "gunicorn.access": {"handlers": [], "level": "INFO", "propagate": False},

@@ -27,6 +27,7 @@ CR_SERVER_GONE_ERROR = 2006  # write to a connection the server has closed
 CR_SERVER_LOST = 2013  # read failed or timed out mid-conversation
 CR_SSL_CONNECTION_ERROR = 2026
 ER_ACCESS_DENIED_ERROR = 1045
+ER_ACCESS_DENIED_NO_PASSWORD_ERROR = 1698  # MariaDB: a unix_socket account tried over TCP
 ER_HOST_NOT_PRIVILEGED = 1130
 ER_SECURE_TRANSPORT_REQUIRED = 3159  # MySQL 8; MariaDB answers 1045 instead
 
@@ -88,6 +89,8 @@ def classify(exc: BaseException, *, tls: bool = True) -> Failure:
     for code in codes:
         if code == ER_ACCESS_DENIED_ERROR:
             return Failure("auth" if tls else "tls", detail)
+        if code == ER_ACCESS_DENIED_NO_PASSWORD_ERROR:
+            return Failure("auth", detail)
         if code == ER_HOST_NOT_PRIVILEGED:
             return Failure("host-not-allowed", detail)
         if code in (ER_SECURE_TRANSPORT_REQUIRED, CR_SSL_CONNECTION_ERROR):

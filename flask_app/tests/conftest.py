@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 from flask import Flask
 from flask.testing import FlaskClient
@@ -307,3 +309,35 @@ def log_lines(app: Flask) -> Iterator[LogLines]:
     logs.configure(stream=captured.stream)
     yield captured
     logs.configure()
+
+
+@pytest.fixture
+def gunicorn(db, work_dir: Path) -> Iterator[tuple[str, Path]]:
+    """The real gunicorn with flask_app/gunicorn.conf.py, as the lab runs it, on a free port.
+    One worker, so that the outage lines of the test are those of one process."""
+    port = free_port()
+    log = work_dir / f"gunicorn-{port}.log"
+    env = {**os.environ, **app_env(db, work_dir), "WEB_CONCURRENCY": "1"}
+    args = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "-c", "flask_app/gunicorn.conf.py",
+        "--chdir", "flask_app",
+        "--bind", f"127.0.0.1:{port}",
+        "notes:create_app()",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            if proc.poll() is not None:
+                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        yield base, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

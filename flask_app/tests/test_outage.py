@@ -1,0 +1,117 @@
+"""The database stops and starts again under a running app: honest failures, fast recovery,
+two log lines. These tests stop the session's server and start it again before they end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+# The contract: while the database is down a request fails within 2 s and /readyz answers
+# within its 1 s limit; once the database is back, the app serves within 2 s.
+READY_LIMIT_S = 1.0
+REQUEST_LIMIT_S = 2.0
+RECOVERY_LIMIT_S = 2.0
+
+
+def timed(call):
+    start = time.monotonic()
+    result = call()
+    return result, time.monotonic() - start
+
+
+def wait_until_serving(get, limit: float) -> float:
+    """Seconds until get() answered 200, or fail after `limit` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if get().status_code == 200:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"the app did not serve again within {limit} s of the database's return")
+
+
+def test_outage_and_recovery_without_restarting_the_app(app, db, log_lines):
+    client = app.test_client()
+    assert client.get("/api/notes").status_code == 200, "the pool holds a live connection"
+
+    db.stop()
+    try:
+        ready, seconds = timed(lambda: client.get("/readyz"))
+        assert ready.status_code == 503
+        assert ready.get_json()["kind"] == "refused"
+        assert ready.get_json()["target"] == f"127.0.0.1:{db.port}"
+        assert seconds < READY_LIMIT_S
+
+        listed, seconds = timed(lambda: client.get("/api/notes"))
+        assert listed.status_code == 503
+        assert listed.get_json() == {
+            "error": "the database is unavailable",
+            "kind": "refused",
+            "target": f"127.0.0.1:{db.port}",
+        }
+        assert seconds < REQUEST_LIMIT_S
+
+        assert client.post("/api/notes", json={"text": "lost?"}).status_code == 503
+        page = client.get("/")
+        assert page.status_code == 503
+        assert "unreachable (refused)" in page.get_data(as_text=True)
+        assert client.get("/healthz").status_code == 200
+        for _ in range(5):
+            client.get("/api/notes")
+    finally:
+        db.start()
+
+    wait_until_serving(lambda: client.get("/api/notes"), RECOVERY_LIMIT_S)
+    assert client.get("/readyz").status_code == 200
+    for _ in range(3):
+        client.get("/api/notes")
+
+    started = log_lines.messages("Database outage started")
+    ended = log_lines.messages("Database outage ended")
+    assert len(started) == 1, "an outage is logged once, not per request"
+    assert len(ended) == 1
+    assert started[0]["kind"] == ended[0]["kind"] == "refused"
+    assert started[0]["target"] == ended[0]["target"] == f"127.0.0.1:{db.port}"
+    assert started[0]["level"] == "WARNING"
+    assert ended[0]["duration_s"] > 0
+    assert not log_lines.messages("Unhandled error"), "no traceback for an outage"
+
+
+def json_lines(log: Path) -> list[dict]:
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON, gunicorn's too
+    return records
+
+
+def test_gunicorn_logs_requests_and_survives_an_outage(gunicorn, db):
+    base, log = gunicorn
+    session = requests.Session()
+    ok = session.get(f"{base}/api/notes", headers={"X-Request-Id": "edge-42"}, timeout=5)
+    assert ok.status_code == 200
+    assert ok.headers["X-Request-Id"] == "edge-42"
+
+    db.stop()
+    try:
+        ready, seconds = timed(lambda: session.get(f"{base}/readyz", timeout=5))
+        assert (ready.status_code, ready.json()["kind"]) == (503, "refused")
+        assert seconds < READY_LIMIT_S
+        for _ in range(3):
+            failed, seconds = timed(lambda: session.get(f"{base}/api/notes", timeout=5))
+            assert failed.status_code == 503
+            assert seconds < REQUEST_LIMIT_S
+    finally:
+        db.start()
+    wait_until_serving(lambda: session.get(f"{base}/api/notes", timeout=5), RECOVERY_LIMIT_S)
+
+    records = json_lines(log)
+    (request,) = [r for r in records if r.get("request_id") == "edge-42"]
+    assert request["logger"] == "notes.access"
+    assert (request["method"], request["path"], request["status"]) == ("GET", "/api/notes", 200)
+    assert request["remote_addr"] == "127.0.0.1"
+    messages = [r["message"] for r in records]
+    assert messages.count("Database outage started") == 1
+    assert messages.count("Database outage ended") == 1
+    assert any(r["logger"] == "gunicorn.error" for r in records), "gunicorn's lines are JSON"
