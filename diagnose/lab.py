@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,8 +222,8 @@ def last_error_lines(limit: int = 3, tail_bytes: int = 65536) -> dict[str, list[
 _UNEXPECTED_EXIT = re.compile(r"^(\S+ \S+) \S+ exited: (\S+) \((.*not expected)\)")
 
 
-def unexpected_exits(program: str) -> list[dict[str, str]]:
-    """The supervisor's record of a program dying when it should not have."""
+def unexpected_exits(program: str, within: float = 300.0) -> list[dict[str, str]]:
+    """The supervisor's record of a program dying when it should not have, lately."""
     log = LAB_LOGS / "supervisord.log"
     found = []
     try:
@@ -232,7 +233,12 @@ def unexpected_exits(program: str) -> list[dict[str, str]]:
     for line in lines:
         match = _UNEXPECTED_EXIT.match(line)
         if match and match.group(2) == program:
-            found.append({"at": match.group(1), "why": match.group(3)})
+            try:
+                at = time.mktime(time.strptime(match.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S"))
+            except ValueError:
+                continue
+            if time.time() - at <= within:
+                found.append({"at": match.group(1), "why": match.group(3)})
     return found
 
 

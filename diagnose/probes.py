@@ -364,7 +364,8 @@ def mysql_login(target: DbTarget, tls: bool, timeout: float) -> tuple[Result, An
     kwargs: dict[str, Any] = {"ssl_disabled": not tls}
     if tls:
         if target.ca_file:
-            kwargs.update(ssl_ca=target.ca_file, ssl_verify_cert=True)
+            # As the app does: the chain against its CA, the name or IP against the host.
+            kwargs["ssl"] = ssl.create_default_context(cafile=target.ca_file)
         else:
             kwargs.update(ssl={"check_hostname": False, "verify_mode": ssl.CERT_NONE})
     if target.password is None:
