@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Bring the lab up: the network (net.sh), the lab CA and certificates (pki.sh), the database
+# provisioned from mysql/, and every service under the lab's supervisor; then wait until each
+# one answers and https://app.example.com/ answers 200 from office.
+#
+# On a lab that is already up from this checkout it changes nothing: it checks the services
+# and says so. A lab left by a crashed run (namespaces without a supervisor) is cleaned up
+# first. If the lab does not come up, it says which service failed and shows its log, then
+# tears the lab down again (LAB_KEEP=1 keeps it up to look at).
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+READY_TIMEOUT=${LAB_READY_TIMEOUT:-120}
+CA="$LAB_STATE/ca/ca.pem"
+
+check_tools() {
+    local tool missing=()
+    for tool in ip iptables-restore sysctl supervisord supervisorctl openssl curl nc flock; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    [[ ${#missing[@]} -eq 0 ]] || die "missing tools: ${missing[*]} (run: make deps, as root)"
+    [[ $(id -u) -eq 0 ]] || die "the lab needs root (namespaces, iptables): run as root"
+}
+
+# The services this checkout's lab runs: one file per program in supervisor/.
+programs() {
+    local f
+    for f in "$LAB_ROOT"/nat/lab/supervisor/*.conf; do
+        basename "$f" .conf
+    done
+}
+
+# Readiness of each service, as its clients see it. A program without a probe here counts as
+# ready once the supervisor holds it RUNNING.
+probe_mysql() { on web nc -z -w 1 10.0.2.10 3306; }
+probe_app() { on web curl -fs -m 2 -o /dev/null http://127.0.0.1:8000/healthz; }
+probe_gateway() {
+    on office curl -sS -m 3 --cacert "$CA" -o /dev/null -w '%{http_code}' \
+        https://app.example.com/ 2>/dev/null | grep -qx 200
+}
+probe_prometheus() { on bastion curl -fs -m 2 -o /dev/null http://127.0.0.1:9090/-/ready; }
+
+program_state() {
+    ctl status "$1" 2>/dev/null | awk '{print $2}'
+}
+
+show_failure() {
+    local name=$1 why=$2 log="$LAB_LOGS/$1.log"
+    warn "$name did not come up: $why"
+    warn "its log, $log (last 30 lines):"
+    tail -n 30 "$log" 2>/dev/null | sed 's/^/    /' >&2 || true
+    warn "all services:"
+    ctl status 2>&1 | sed 's/^/    /' >&2 || true
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + READY_TIMEOUT)) name state pending
+    while :; do
+        pending=()
+        for name in $(programs); do
+            state=$(program_state "$name")
+            case $state in
+                RUNNING)
+                    if declare -F "probe_$name" >/dev/null && ! "probe_$name"; then
+                        pending+=("$name")
+                    fi
+                    ;;
+                FATAL | EXITED | STOPPED)
+                    show_failure "$name" "the supervisor reports $state"
+                    return 1
+                    ;;
+                *) pending+=("$name") ;;
+            esac
+        done
+        [[ ${#pending[@]} -eq 0 ]] && return 0
+        if ((SECONDS >= deadline)); then
+            show_failure "${pending[0]}" "not ready after ${READY_TIMEOUT}s (${pending[*]})"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+lab_complete() {
+    [[ $(lab_namespaces_present | wc -l) -eq ${#LAB_HOSTS[@]} ]] && supervisor_running
+}
+
+# Leftovers of a crashed or half-finished run: clean them; a whole lab from another checkout:
+# refuse, since tearing down someone else's lab is theirs to decide.
+clear_the_way() {
+    local present owner
+    present=$(lab_namespaces_present | tr '\n' ' ')
+    owner=$(lab_owner)
+    if supervisor_running && [[ -n $owner && $owner != "$LAB_ROOT" ]]; then
+        die "a lab from $owner is up; run 'make down' (there or here) first"
+    fi
+    if [[ -n $present || -e $LAB_RUN ]]; then
+        warn "found a lab left from an earlier run (namespaces: ${present:-none}): cleaning up"
+        "$LAB_ROOT/nat/lab/down.sh"
+    fi
+}
+
+prepare_state() {
+    install -d -m 0755 "$LAB_STATE" "$LAB_LOGS"
+    install -d -m 0755 "$LAB_STATE/bastion"
+    "$LAB_ROOT/nat/lab/pki.sh"
+}
+
+start_supervisor() {
+    install -d -m 0700 "$LAB_RUN"
+    printf '%s\n' "$LAB_ROOT" >"$LAB_RUN/root"
+    # 9>&-: the daemon must not inherit the lab lock and hold it after this script ends.
+    supervisord -c "$LAB_SUPERVISOR_CONF" 9>&-
+    for _ in $(seq 1 50); do
+        supervisor_running && return 0
+        sleep 0.1
+    done
+    die "supervisord did not start; see $LAB_LOGS/supervisord.log"
+}
+
+print_next() {
+    cat <<MSG
+lab: up. Try:
+  ip netns exec office curl --cacert .lab/ca/ca.pem https://app.example.com/
+  ip netns exec outsider curl --cacert .lab/ca/ca.pem https://app.example.com/   (403)
+  ip netns exec office curl -i http://app.example.com/any/path?q=1               (redirect)
+  make status                 hosts, services, reachability
+  nat/lab/ctl.sh status       the lab's systemctl (stop mysql: nat/lab/ctl.sh stop mysql)
+  logs: $LAB_LOGS/NAME.log
+  make down                   tear it all down
+MSG
+}
+
+main() {
+    check_tools
+    with_lab_lock
+    if lab_complete && [[ $(lab_owner) == "$LAB_ROOT" ]]; then
+        say "already up; checking the services"
+        wait_ready || die "the lab is up but unhealthy (see above); make down && make up"
+        print_next
+        return 0
+    fi
+    clear_the_way
+    prepare_state
+    say "building the network"
+    "$LAB_ROOT/nat/lab/net.sh" up
+    say "starting services: $(programs | tr '\n' ' ')"
+    start_supervisor
+    if ! wait_ready; then
+        if [[ ${LAB_KEEP:-0} == 1 ]]; then
+            die "left up for a look (LAB_KEEP=1); make down when done"
+        fi
+        "$LAB_ROOT/nat/lab/down.sh" >&2
+        die "the lab did not come up; logs are in $LAB_LOGS"
+    fi
+    print_next
+}
+
+main "$@"
