@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Timeouts of every database connection, in seconds. A request that needs the database must
-# fail within 2 s while it is down. The slowest path is a pooled connection whose peer went
-# silent: its pre-ping waits one read timeout, then the reconnect waits one connect timeout,
-# so READ + CONNECT stays under 2 s. Notes queries are single-row or LIMITed reads and writes
-# that take milliseconds; 0.9 s leaves room for a slow fsync and still fails fast.
+# fail within 2 s while it is down. The slowest paths start with a pooled connection whose peer
+# went silent: its pre-ping waits one read timeout, then the reconnect waits one connect timeout
+# (packets dropped) or one more read timeout (a hung server accepts TCP but never greets), so
+# READ + max(CONNECT, READ) = 1.8 s, under 2 s with room for scheduling delays. Notes queries
+# are single-row or LIMITed reads and writes that take milliseconds; 0.8 s leaves room for a
+# slow fsync and still fails fast.
 CONNECT_TIMEOUT_S = 1.0
-READ_TIMEOUT_S = 0.9
-WRITE_TIMEOUT_S = 0.9
+READ_TIMEOUT_S = 0.8
+WRITE_TIMEOUT_S = 0.8
 # /readyz is ready only when `SELECT 1` succeeds within this long.
 READY_LIMIT_S = 1.0
 

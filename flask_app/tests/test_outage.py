@@ -4,6 +4,7 @@ two log lines. These tests stop the session's server and start it again before t
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -115,3 +116,27 @@ def test_gunicorn_logs_requests_and_survives_an_outage(gunicorn, db):
     assert messages.count("Database outage started") == 1
     assert messages.count("Database outage ended") == 1
     assert any(r["logger"] == "gunicorn.error" for r in records), "gunicorn's lines are JSON"
+
+
+def test_hung_server_fails_requests_within_the_limit(app, db, log_lines):
+    # SIGSTOP freezes mariadbd while the kernel still accepts its TCP connections: the slowest
+    # failure there is, a pooled connection whose ping waits out the read timeout, then a
+    # reconnect whose greeting never comes. Both together stay under the request limit.
+    client = app.test_client()
+    assert client.get("/api/notes").status_code == 200, "the pool holds a live connection"
+    assert db.proc is not None
+    db.proc.send_signal(signal.SIGSTOP)
+    try:
+        listed, seconds = timed(lambda: client.get("/api/notes"))
+        print(f"hung server: first request failed after {seconds:.3f} s")
+        assert listed.status_code == 503
+        assert listed.get_json()["kind"] == "timeout"
+        assert seconds < REQUEST_LIMIT_S
+        ready, seconds = timed(lambda: client.get("/readyz"))
+        print(f"hung server: /readyz answered after {seconds:.3f} s")
+        assert (ready.status_code, ready.get_json()["kind"]) == (503, "timeout")
+    finally:
+        db.proc.send_signal(signal.SIGCONT)
+    wait_until_serving(lambda: client.get("/api/notes"), RECOVERY_LIMIT_S)
+    assert [r["kind"] for r in log_lines.messages("Database outage started")] == ["timeout"]
+    assert len(log_lines.messages("Database outage ended")) == 1
