@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The diagnosis and the drills are a package at the root of the repository.
 sys.path.insert(0, str(ROOT))
 
-from diagnose import health  # noqa: E402
-from diagnose.drills import run_drill  # noqa: E402
-from diagnose.faults import DROP_RULE, FAULTS, Fault, _delete, _insert  # noqa: E402
-from diagnose.labctl import LabError, program_pid  # noqa: E402
+from diagnose import health
+from diagnose.drills import run_drill
+from diagnose.faults import DROP_RULE, FAULTS, Fault, _delete, _insert
+from diagnose.labctl import LabError, program_pid
 
 
 def _explain(res) -> str:
@@ -91,7 +91,7 @@ def test_make_fault_diagnose_heal(lab):
         a,
         cwd=ROOT,
         capture_output=True,
-        text=True,  # noqa: E731
+        text=True,
         timeout=120,
         check=False,
     )
