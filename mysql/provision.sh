@@ -117,7 +117,9 @@ check_args() {
     done
     # mariadbd drops to --user before it opens these, so check them as that user.
     for file in "$tls_ca" "$tls_cert" "$tls_key"; do
-        as_run_as test -r "$file" || die "user $run_as cannot read '$file' (mariadbd runs as it)"
+        as_run_as test -r "$file" ||
+            die "user $run_as cannot read '$file' (mariadbd runs as it):" \
+                "check the modes and owners of the file and of its directories"
     done
     as_run_as test -w "$(dirname "$socket")" ||
         die "user $run_as cannot create the socket in '$(dirname "$socket")'"

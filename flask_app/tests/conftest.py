@@ -220,7 +220,8 @@ def other_tls(work_dir: Path) -> TLSFiles:
 
 @pytest.fixture(scope="session")
 def tls(work_dir: Path) -> TLSFiles:
-    return _write_tls(trustme.CA(), work_dir / "tls")
+    # ECDSA, as the lab's CA issues (nat/lab/pki.sh).
+    return _write_tls(trustme.CA(key_type=trustme.KeyType.ECDSA), work_dir / "tls")
 
 
 @pytest.fixture(scope="session")

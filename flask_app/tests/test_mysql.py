@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pymysql
@@ -147,11 +148,19 @@ def test_provision_refuses_a_directory_it_did_not_make(db, work_dir):
         ("--app-host", "10.0.1.10'; DROP", "is not a host"),
         ("--port", "33o6", "is not a port number"),
         ("--user", "no-such-user", "no such OS user"),
+        ("--tls-key", "root_only_key", "user mysql cannot read"),
     ],
 )
 def test_provision_rejects_bad_options(db, other_tls, work_dir, option, use, message):
     args = db.provision_args()
-    value = {"other_key": str(other_tls.key), "other_ca": str(other_tls.ca)}.get(use, use)
+    root_only = work_dir / "root-only"
+    root_only.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(db.tls.key, root_only / "server-key.pem")
+    value = {
+        "other_key": str(other_tls.key),
+        "other_ca": str(other_tls.ca),
+        "root_only_key": str(root_only / "server-key.pem"),
+    }.get(use, use)
     args[args.index(option) + 1] = value
     args[args.index("--datadir") + 1] = str(work_dir / "never-made")
     done = subprocess.run(args, check=False, capture_output=True, text=True)
