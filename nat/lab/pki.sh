@@ -4,7 +4,7 @@
 #
 #   .lab/ca/ca.pem, ca.key                    the lab CA (clients trust ca.pem)
 #   .lab/web/tls/fullchain.pem, privkey.pem   app.example.com, for edge-gateway
-#   .lab/db/tls/server.pem, server.key        10.0.2.10, for MariaDB
+#   .lab/db/server.pem, server-key.pem        10.0.2.10, for MariaDB
 #
 # The CA stands in for a public CA until the gateway takes its certificate from Pebble on the
 # acme host; MariaDB keeps a certificate from it either way, as a private CA would issue one.
@@ -16,7 +16,7 @@ CA_DIR="$LAB_STATE/ca"
 
 make_ca() {
     [[ -s $CA_DIR/ca.pem && -s $CA_DIR/ca.key ]] && return 0
-    install -d -m 0700 "$CA_DIR"
+    install -d -m 0755 "$CA_DIR"
     openssl ecparam -name prime256v1 -genkey -noout -out "$CA_DIR/ca.key" 2>/dev/null
     chmod 0600 "$CA_DIR/ca.key"
     openssl req -x509 -new -key "$CA_DIR/ca.key" -sha256 -days 3650 \
@@ -37,7 +37,7 @@ issue() {
     fi
     cn=${san#*:}
     cn=${cn%%,*}
-    install -d -m 0700 "$(dirname "$cert")"
+    install -d -m 0755 "$(dirname "$cert")"
     openssl ecparam -name prime256v1 -genkey -noout -out "$key" 2>/dev/null
     chmod 0600 "$key"
     openssl req -new -key "$key" -subj "/CN=$cn" -out "$cert.csr"
@@ -52,5 +52,7 @@ issue() {
 }
 
 make_ca
+# Readable by every service user (mariadbd runs as mysql); ca.key stays 0600.
+chmod 0755 "$CA_DIR"
 issue "$LAB_STATE/web/tls/fullchain.pem" "$LAB_STATE/web/tls/privkey.pem" "DNS:app.example.com"
-issue "$LAB_STATE/db/tls/server.pem" "$LAB_STATE/db/tls/server.key" "IP:10.0.2.10,DNS:db"
+issue "$LAB_STATE/db/server.pem" "$LAB_STATE/db/server-key.pem" "IP:10.0.2.10,DNS:db"

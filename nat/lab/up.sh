@@ -101,10 +101,42 @@ clear_the_way() {
     fi
 }
 
+# The app's session and CSRF key: made once, kept with the lab's state.
+make_secret_key() {
+    local key="$LAB_STATE/web/secret-key"
+    [[ -s $key ]] && return 0
+    (umask 077 && openssl rand -hex 32 >"$key")
+}
+
+# The database, provisioned once by mysql/provision.sh (which changes nothing when it finds
+# its own finished work). A directory a failed run left half done is removed and made anew:
+# it holds no data yet.
+provision_db() {
+    local db="$LAB_STATE/db" args
+    id mysql >/dev/null 2>&1 || die "no 'mysql' user: is mariadb-server installed? (make deps)"
+    # mariadbd runs as mysql: it creates its socket here and reads its key.
+    chown mysql:mysql "$db" "$db/server-key.pem"
+    args=(--datadir "$db/data" --socket "$db/mysqld.sock" --bind-address 10.0.2.10
+        --app-host 10.0.1.10 --db-password-file "$db/app-password"
+        --web-password-file "$LAB_STATE/web/app-password" --tls-ca "$LAB_STATE/ca/ca.pem"
+        --tls-cert "$db/server.pem" --tls-key "$db/server-key.pem" --user mysql)
+    if [[ -d $db/data && ! -e $db/data/.notes-provisioned ]] \
+        || [[ -e $db/data/.notes-provisioned && ! -s $LAB_STATE/web/app-password ]]; then
+        warn "removing $db/data: an unfinished provisioning from an earlier run"
+        rm -rf "$db/data" "$db/app-password" "$LAB_STATE/web/app-password"
+    fi
+    if ! "$LAB_ROOT/mysql/provision.sh" "${args[@]}" >>"$LAB_LOGS/provision.log" 2>&1; then
+        tail -n 20 "$LAB_LOGS/provision.log" | sed 's/^/    /' >&2
+        die "provisioning the database failed; the whole log: $LAB_LOGS/provision.log"
+    fi
+}
+
 prepare_state() {
-    install -d -m 0755 "$LAB_STATE" "$LAB_LOGS"
-    install -d -m 0755 "$LAB_STATE/bastion"
+    install -d -m 0755 "$LAB_STATE" "$LAB_LOGS" "$LAB_STATE/bastion"
+    install -d -m 0700 "$LAB_STATE/web"
     "$LAB_ROOT/nat/lab/pki.sh"
+    make_secret_key
+    provision_db
 }
 
 start_supervisor() {
