@@ -46,21 +46,23 @@ class Failure:
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what it wraps (SQLAlchemy's .orig, PyMySQL's .original_exception) and
-    its __cause__/__context__, each once."""
+    """The exception, then what it wraps (SQLAlchemy's .orig, PyMySQL's .original_exception,
+    __cause__) depth first, and only then what it was raised while handling (__context__):
+    a reconnect that failed after a failed ping is classified by the reconnect's error."""
     seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
         yield e
-        todo += [
-            getattr(e, "orig", None),
-            getattr(e, "original_exception", None),
-            e.__cause__,
+        # Pushed in reverse: the first popped is .orig.
+        stack += [
             e.__context__,
+            e.__cause__,
+            getattr(e, "original_exception", None),
+            getattr(e, "orig", None),
         ]
 
 

@@ -109,9 +109,26 @@ def _connect_error(cause: OSError) -> pymysql.err.OperationalError:
     return exc
 
 
+def _refused_after_a_timed_out_ping() -> BaseException:
+    """What a pre-ping that timed out, then a refused reconnect, leave: the second error
+    raised while the first was being handled."""
+    try:
+        try:
+            raise TimeoutError("timed out")
+        except TimeoutError as e:
+            raise pymysql.err.OperationalError(2013, "Lost connection (timed out)") from e
+    except pymysql.err.OperationalError:
+        try:
+            raise _connect_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+        except pymysql.err.OperationalError as e:
+            return e
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
+        (_refused_after_a_timed_out_ping(), "refused"),
         (_connect_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")), "refused"),
         (_connect_error(OSError(errno.ETIMEDOUT, "timed out")), "timeout"),
         (_connect_error(TimeoutError("timed out")), "timeout"),
