@@ -289,6 +289,8 @@ main() {
     check_tls
     check_datadir
     trap cleanup EXIT
+    # An interrupted run still stops its temporary server (through the EXIT trap).
+    trap 'exit 130' INT TERM
     init_datadir
     start_temporary_server
     check_server_tls

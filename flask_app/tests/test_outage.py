@@ -41,12 +41,14 @@ def test_outage_and_recovery_without_restarting_the_app(app, db, log_lines):
     db.stop()
     try:
         ready, seconds = timed(lambda: client.get("/readyz"))
+        print(f"server stopped: /readyz answered 503 after {seconds:.3f} s")
         assert ready.status_code == 503
         assert ready.get_json()["kind"] == "refused"
         assert ready.get_json()["target"] == f"127.0.0.1:{db.port}"
         assert seconds < READY_LIMIT_S
 
         listed, seconds = timed(lambda: client.get("/api/notes"))
+        print(f"server stopped: first request failed after {seconds:.3f} s")
         assert listed.status_code == 503
         assert listed.get_json() == {
             "error": "the database is unavailable",
@@ -65,7 +67,8 @@ def test_outage_and_recovery_without_restarting_the_app(app, db, log_lines):
     finally:
         db.start()
 
-    wait_until_serving(lambda: client.get("/api/notes"), RECOVERY_LIMIT_S)
+    seconds = wait_until_serving(lambda: client.get("/api/notes"), RECOVERY_LIMIT_S)
+    print(f"server back: serving again after {seconds:.3f} s")
     assert client.get("/readyz").status_code == 200
     for _ in range(3):
         client.get("/api/notes")
@@ -105,7 +108,10 @@ def test_gunicorn_logs_requests_and_survives_an_outage(gunicorn, db):
             assert seconds < REQUEST_LIMIT_S
     finally:
         db.start()
-    wait_until_serving(lambda: session.get(f"{base}/api/notes", timeout=5), RECOVERY_LIMIT_S)
+    seconds = wait_until_serving(
+        lambda: session.get(f"{base}/api/notes", timeout=5), RECOVERY_LIMIT_S
+    )
+    print(f"gunicorn: serving again {seconds:.3f} s after the server was back")
 
     records = json_lines(log)
     (request,) = [r for r in records if r.get("request_id") == "edge-42"]
