@@ -22,17 +22,11 @@ graceful_timeout = 10
 # The gateway keeps connections to the app open between requests.
 keepalive = 5
 
-# Build the app in the master before forking: a bad APP_* variable stops gunicorn at once
-# with its message, instead of workers dying one after another.
-preload_app = True
-
-
-def post_fork(server, worker):
-    # A pool created before the fork would share its sockets between processes; each worker
-    # opens its own connections.
-    app = worker.app.wsgi()
-    app.extensions["notes.db"].dispose()
-
+# Each worker builds the app itself (no preload): HUP then starts workers with new code as
+# well as new settings, and no connection pool is ever shared across a fork. A bad APP_*
+# variable makes every worker fail to boot: gunicorn prints the ConfigError, which names the
+# variable, and stops with "Worker failed to boot" (exit 3).
+preload_app = False
 
 # Gunicorn 27 opens a control socket in the home directory by default: one fixed path that a
 # second gunicorn on the machine (the test suite's beside the lab's) would fight over, and that

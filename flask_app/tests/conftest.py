@@ -312,6 +312,33 @@ def log_lines(app: Flask) -> Iterator[LogLines]:
     logs.configure()
 
 
+def gunicorn_command(port: int) -> list[str]:
+    """The lab's gunicorn command line (the contract of flask_app/README.md), bound to `port`; run it from REPO."""
+    return [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "-c", "flask_app/gunicorn.conf.py",
+        "--chdir", "flask_app",
+        "--bind", f"127.0.0.1:{port}",
+        "notes:create_app()",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def gunicorn_bad_env(db, work_dir: Path) -> subprocess.CompletedProcess:
+    """gunicorn started without APP_SECRET_KEY_FILE, run until it gives up."""
+    env = {**os.environ, **app_env(db, work_dir), "WEB_CONCURRENCY": "1"}
+    del env["APP_SECRET_KEY_FILE"]
+    return subprocess.run(
+        gunicorn_command(free_port()),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.fixture
 def gunicorn(db, work_dir: Path) -> Iterator[tuple[str, Path]]:
     """The real gunicorn with flask_app/gunicorn.conf.py, as the lab runs it, on a free port.
@@ -319,13 +346,7 @@ def gunicorn(db, work_dir: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = work_dir / f"gunicorn-{port}.log"
     env = {**os.environ, **app_env(db, work_dir), "WEB_CONCURRENCY": "1"}
-    args = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "-c", "flask_app/gunicorn.conf.py",
-        "--chdir", "flask_app",
-        "--bind", f"127.0.0.1:{port}",
-        "notes:create_app()",
-    ]  # fmt: skip
+    args = gunicorn_command(port)
     with log.open("w") as out:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

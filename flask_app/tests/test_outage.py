@@ -146,3 +146,11 @@ def test_hung_server_fails_requests_within_the_limit(app, db, log_lines):
     wait_until_serving(lambda: client.get("/api/notes"), RECOVERY_LIMIT_S)
     assert [r["kind"] for r in log_lines.messages("Database outage started")] == ["timeout"]
     assert len(log_lines.messages("Database outage ended")) == 1
+
+
+def test_gunicorn_stops_on_a_missing_setting(gunicorn_bad_env):
+    done = gunicorn_bad_env
+    assert done.returncode == 3, "gunicorn's exit status for a worker that cannot boot"
+    output = done.stdout + done.stderr
+    assert "APP_SECRET_KEY_FILE is not set" in output
+    assert "Worker failed to boot" in output
