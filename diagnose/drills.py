@@ -30,6 +30,7 @@ from .labctl import DRILL_STATE, LabError, on
 from .timeline import Timeline, app_events, gateway_records, hms
 
 PUBLIC_URL = "https://app.example.com/"
+OFFICE = "203.0.113.10"
 RUNS = DRILL_STATE / "runs"
 ACTIVE = DRILL_STATE / "active"
 
@@ -336,7 +337,7 @@ def _collect(
                 at,
                 "readyz_turned" if state != "200" else None,
             )
-    records = gateway_records(LAB_LOGS / "gateway.log", t_inject, end, prefix)
+    records = gateway_records(LAB_LOGS / "gateway.log", t_inject, end, OFFICE)
     bad = next((r for r in records if r.status != 200), None)
     if bad:
         why = f", error {bad.error}" if bad.error else ""
@@ -361,7 +362,7 @@ def _collect(
 def _impact(
     tl: Timeline, prober: Prober, prefix: str, since: float, until: float
 ) -> dict[str, Any]:
-    records = gateway_records(LAB_LOGS / "gateway.log", since, until, prefix)
+    records = gateway_records(LAB_LOGS / "gateway.log", since, until, OFFICE)
     failed = [r for r in records if r.status != 200]
     rows = [r for r in prober.rows() if since <= r["at"] <= until]
     client_failed = [r for r in rows if not r["ok"]]

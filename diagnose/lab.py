@@ -7,6 +7,7 @@ the runbook (docs/troubleshooting.md) gives the commands for it.
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import subprocess
@@ -79,9 +80,9 @@ def iptables(host: str, table: str, chain: str) -> list[Rule]:
         cols = line.split(None, 10)
         if not cols or not cols[0].isdigit() or len(cols) < 10:
             continue
-        spec = " ".join(cols[5:])
         # Keep what matters to a reader: protocol, source, destination, matches, comment.
-        spec = " ".join([cols[4], *cols[8:]]).replace("  ", " ")
+        proto = {"6": "tcp", "17": "udp", "1": "icmp", "0": "all"}.get(cols[4], cols[4])
+        spec = " ".join([proto, *cols[8:]]).replace("  ", " ")
         rules.append(Rule(table, chain, int(cols[0]), int(cols[1]), cols[3], spec))
     return rules
 
@@ -201,6 +202,24 @@ _ERRORISH = re.compile(
 )
 
 
+# The greeting probe reads the handshake and hangs up, which MariaDB logs as an aborted
+# unauthenticated connection: the diagnosis's own footprint, not evidence.
+_OWN_FOOTPRINT = re.compile(r"Aborted connection .* user: 'unauthenticated'")
+_STAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})")
+
+
+def _recent(line: str, within: float = 600.0) -> bool:
+    """Whether a log line is from the last `within` seconds (undated lines count as recent)."""
+    match = _STAMP.search(line)
+    if not match:
+        return True
+    try:
+        at = calendar.timegm(time.strptime(" ".join(match.groups()), "%Y-%m-%d %H:%M:%S"))
+    except ValueError:
+        return True
+    return time.time() - at <= within
+
+
 def last_error_lines(limit: int = 3, tail_bytes: int = 65536) -> dict[str, list[str]]:
     """The last few error-looking lines of each service log under .lab/logs."""
     found: dict[str, list[str]] = {}
@@ -213,7 +232,11 @@ def last_error_lines(limit: int = 3, tail_bytes: int = 65536) -> dict[str, list[
                 lines = fh.read().decode("utf-8", "replace").splitlines()
         except OSError:
             continue
-        hits = [line.strip()[:200] for line in lines if _ERRORISH.search(line)]
+        hits = [
+            line.strip()[:200]
+            for line in lines
+            if _ERRORISH.search(line) and not _OWN_FOOTPRINT.search(line) and _recent(line)
+        ]
         if hits:
             found[path.stem] = hits[-limit:]
     return found

@@ -305,7 +305,10 @@ def mysql_greeting(addr: str, port: int, timeout: float) -> Result:
         return Result("greeting", "connect-failed", detail, False, clock(), {"error": str(exc)})
     if payload[:1] == b"\xff":
         code = int.from_bytes(payload[1:3], "little")
-        message = payload[3:].decode("utf-8", "replace").lstrip("#").lstrip("0123456789HY")
+        # After the code, "#" and a five-character SQLSTATE, unless the server sends the
+        # error before any handshake (as it does for 1130), which has neither.
+        rest = payload[9:] if payload[3:4] == b"#" else payload[3:]
+        message = rest.decode("utf-8", "replace")
         detail = f"the server sent error {code} in place of the greeting: {message}"
         return Result(
             "greeting", "error", detail, False, clock(), {"code": code, "message": message}

@@ -95,9 +95,12 @@ class AccessRecord:
 
 
 def gateway_records(
-    path: Path, since: float, until: float, id_prefix: str | None = None
+    path: Path, since: float, until: float, client: str | None = None
 ) -> list[AccessRecord]:
-    """The gateway's access records in a time window (and with our request ids, if given)."""
+    """The gateway's access records in a time window, from one client address if given.
+
+    By the client's address rather than by request id: the gateway makes its own ids.
+    """
     records = []
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -111,7 +114,7 @@ def gateway_records(
         if not since <= at <= until:
             continue
         rid = fields.get("request_id")
-        if id_prefix and not str(rid or "").startswith(id_prefix):
+        if client and str(fields.get("client.addr", "")).split(":")[0] != client:
             continue
         try:
             status = int(fields.get("http.status", 0))
