@@ -102,12 +102,18 @@ check_args() {
         tls_ca tls_cert tls_key; do
         [[ -n "${!name}" ]] || die "--${name//_/-} is required (see --help)"
     done
+    absolute_paths
     [[ "$EUID" -eq 0 ]] || die "must run as root (mariadbd is started as --user $run_as)"
     id -u "$run_as" >/dev/null 2>&1 || die "--user: no such OS user '$run_as'"
     # The host ends up inside a quoted SQL account name: allow address and name characters only.
     [[ "$app_host" =~ ^[A-Za-z0-9.:%_-]+$ ]] || die "--app-host: '$app_host' is not a host"
-    [[ "$bind_address" =~ ^[A-Za-z0-9.:_-]+$ ]] || die "--bind-address: '$bind_address' is bad"
-    [[ "$port" =~ ^[0-9]{1,5}$ ]] || die "--port: '$port' is not a port number"
+    [[ "$bind_address" =~ ^[A-Za-z0-9.:_-]+$ ]] ||
+        die "--bind-address: '$bind_address' is not an address"
+    if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
+        die "--port: '$port' is not a port number (1-65535)"
+    fi
+    [[ -z "$web_password_owner" ]] || id -u "${web_password_owner%%:*}" >/dev/null 2>&1 ||
+        die "--web-password-owner: no such OS user '${web_password_owner%%:*}'"
     # The kernel limit for a unix socket path (sun_path) is 108 bytes, terminator included.
     ((${#socket} < 108)) || die "--socket: '$socket' is longer than 107 bytes"
     local file
@@ -281,6 +287,16 @@ print_run_command() {
     echo "  mariadbd --defaults-file=$defaults_file --user=$run_as --datadir=$datadir" \
         "--socket=$socket --bind-address=$bind_address --port=$port" \
         "--ssl-ca=$tls_ca --ssl-cert=$tls_cert --ssl-key=$tls_key"
+}
+
+# Absolute paths, so that the printed command line works from any directory (and mariadbd,
+# which changes into its data directory, reads the TLS files from where they are).
+absolute_paths() {
+    local name
+    for name in datadir socket db_password_file web_password_file tls_ca tls_cert tls_key \
+        defaults_file; do
+        printf -v "$name" '%s' "$(realpath -m -- "${!name}")"
+    done
 }
 
 main() {

@@ -55,8 +55,18 @@ parse_args() {
         die "$datadir is not provisioned: run mysql/provision.sh first"
 }
 
+# mariadbd changes into its data directory at start, so a relative TLS path would be read
+# from there: make every path absolute first.
+absolute_paths() {
+    local name
+    for name in datadir socket tls_ca tls_cert tls_key defaults_file; do
+        printf -v "$name" '%s' "$(realpath -m -- "${!name}")"
+    done
+}
+
 main() {
     parse_args "$@"
+    absolute_paths
     exec mariadbd --defaults-file="$defaults_file" --user="$run_as" --datadir="$datadir" \
         --socket="$socket" --bind-address="$bind_address" --port="$port" \
         --ssl-ca="$tls_ca" --ssl-cert="$tls_cert" --ssl-key="$tls_key"

@@ -53,6 +53,14 @@ def test_server_settings(db):
     }
 
 
+def test_schema(db):
+    table = db.sql("SHOW CREATE TABLE notes.notes").replace("\\n", "\n")
+    assert "`body` varchar(1000) NOT NULL" in table
+    assert "`created_at` timestamp(3) NOT NULL DEFAULT current_timestamp(3)" in table
+    assert "ON UPDATE" not in table, "a note's time is when it was written"
+    assert "CHARSET=utf8mb4" in table
+
+
 def test_app_connects_over_tls(db):
     with connect_app(db) as conn, conn.cursor() as cur:
         cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
@@ -147,6 +155,8 @@ def test_provision_refuses_a_directory_it_did_not_make(db, work_dir):
         ("--tls-ca", "other_ca", "is not signed by --tls-ca"),
         ("--app-host", "10.0.1.10'; DROP", "is not a host"),
         ("--port", "33o6", "is not a port number"),
+        ("--port", "70000", "is not a port number (1-65535)"),
+        ("--bind-address", "0.0.0.0 --skip-grant-tables", "is not an address"),
         ("--user", "no-such-user", "no such OS user"),
         ("--tls-key", "root_only_key", "user mysql cannot read"),
     ],
