@@ -61,6 +61,7 @@ def test_outage_and_recovery_without_restarting_the_app(app, db, log_lines):
         page = client.get("/")
         assert page.status_code == 503
         assert "unreachable (refused)" in page.get_data(as_text=True)
+        assert "cannot be shown while the database is unreachable" in page.get_data(True)
         assert client.get("/healthz").status_code == 200
         for _ in range(5):
             client.get("/api/notes")
