@@ -19,8 +19,9 @@ access_log = logging.getLogger("notes.access")
 FORMAT = ["levelname", "name", "message", "process"]
 RENAME = {"levelname": "level", "name": "logger", "process": "pid"}
 
-# A request id from outside is logged and echoed back, so it must be short and plain.
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# A request id from outside is logged and echoed back: up to 128 visible ASCII characters,
+# the gateway's own limit (it makes 32 hex digits), so one id follows a request end to end.
+REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _HANDLER_NAME = "notes-json"
 
 
