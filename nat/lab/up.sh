@@ -135,6 +135,10 @@ prepare_state() {
     install -d -m 0755 "$LAB_STATE" "$LAB_LOGS" "$LAB_STATE/bastion"
     install -d -m 0700 "$LAB_STATE/web"
     "$LAB_ROOT/nat/lab/pki.sh"
+    # The running copy, which drills may edit; a new lab starts from the file in nat/lab/.
+    install -m 0600 "$LAB_ROOT/nat/lab/gateway.toml" "$LAB_STATE/web/gateway.toml"
+    [[ -x $LAB_ROOT/target/release/edge-gateway ]] \
+        || die "no target/release/edge-gateway: build it first (make up does: cargo build --release)"
     make_secret_key
     provision_db
 }
