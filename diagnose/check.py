@@ -72,29 +72,45 @@ class Report:
 
 
 def find_app_env() -> dict[str, str]:
-    """The environment of the running app (gunicorn serving notes:create_app)."""
+    """The environment of the app running on this host (gunicorn serving notes:create_app).
+
+    Only a process in our own network namespace counts: on a machine that holds several
+    (the lab, a test suite's own gunicorn), the app of another host is not ours.
+    """
+    try:
+        own_net = os.readlink("/proc/self/ns/net")
+    except OSError:
+        own_net = None
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
+            if b"gunicorn" not in cmdline or b"create_app" not in cmdline:
+                continue
+            if own_net and os.readlink(proc / "ns" / "net") != own_net:
+                continue
         except OSError:
             continue
-        if b"gunicorn" in cmdline and b"create_app" in cmdline:
-            env = lab.process_env(int(proc.name))
-            if env:
-                return env
+        env = lab.process_env(int(proc.name))
+        if env:
+            return env
     return {}
 
 
 def load_settings(args: Any) -> Settings:
     """Settings from the flags, else the running app's environment, else ours, else defaults."""
     app_env = find_app_env()
+    defaults = dict(DEFAULTS)
+    if args.lab:
+        # The lab app's files (nat/lab/supervisor/app.conf), for when the app is not running.
+        defaults["APP_DB_PASSWORD_FILE"] = str(lab.LAB_STATE / "web" / "app-password")
+        defaults["APP_DB_CA_FILE"] = str(lab.LAB_STATE / "ca" / "ca.pem")
 
     def pick(key: str, flag: str | None) -> str | None:
         if flag:
             return flag
-        return app_env.get(key) or os.environ.get(key) or DEFAULTS.get(key)
+        return app_env.get(key) or os.environ.get(key) or defaults.get(key)
 
     password_file = pick("APP_DB_PASSWORD_FILE", args.password_file)
     password = None

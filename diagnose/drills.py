@@ -90,13 +90,13 @@ class ReadyzWatcher(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.changes: list[tuple[float, str]] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def current(self) -> str | None:
         return self.changes[-1][1] if self.changes else None
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             at = time.time()
             out = on(
                 "web",
@@ -115,10 +115,10 @@ class ReadyzWatcher(threading.Thread):
             state = out if out and out != "000" else "no answer"
             if state != self.current():
                 self.changes.append((at, state))
-            self._stop.wait(0.25)
+            self._halt.wait(0.25)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 
@@ -278,8 +278,8 @@ def run_drill(fault: Fault) -> DrillResult:
                 heal([fault.name])
             except (LabError, OSError) as exc:
                 errors.append(f"heal: {exc}")
-        watcher.stop()
         prober.stop()
+        watcher.stop()
     end = time.time()
     _collect(tl, prober, watcher, prefix, t_inject or end, end)
     impact = _impact(tl, prober, prefix, t_inject or end, end)

@@ -171,6 +171,14 @@ class Program:
     description: str
     pid: int | None = None
 
+    def uptime(self) -> float:
+        """Seconds since the supervisor started it (supervisorctl's `uptime H:MM:SS`)."""
+        match = re.search(r"uptime (?:(\d+) days?, )?(\d+):(\d+):(\d+)", self.description)
+        if not match:
+            return float("inf")
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
 
 def supervisor_status() -> dict[str, Program]:
     """Each lab service and its state, as the lab's supervisor reports it."""

@@ -212,6 +212,19 @@ def _tcp(r, lab, ctx, env, target) -> Verdict | None:
                 fix=[_on(ctx, "router", "sysctl -w net.ipv4.ip_forward=1")],
                 evidence=ev + ["router net.ipv4.ip_forward = 0"],
             )
+        rejects = [m for m in blocking if m["target"] == "REJECT"]
+        if rejects:
+            move = rejects[0]
+            return Verdict(
+                "down",
+                "firewall",
+                "firewall-reject",
+                f"a REJECT rule on {move['host']} ({move['chain']} rule {move['num']}) matches "
+                f"TCP {target}; its ICMP answers are rate-limited by the kernel under load, so "
+                "this connect timed out instead of failing at once",
+                fix=[_fw_fix(ctx, move)],
+                evidence=ev,
+            )
         if blocking:
             move = blocking[0]
             return Verdict(
@@ -346,11 +359,9 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
         )
     if not mine:
         exits = lab.mysql_exits
-        if (
-            prog
-            and prog.state in ("STARTING", "BACKOFF")
-            or (exits and prog and prog.state != "STOPPED")
-        ):
+        # Just restarted after a crash: RUNNING to the supervisor, not listening yet.
+        young = prog is not None and prog.state == "RUNNING" and prog.uptime() < 60
+        if (prog and prog.state in ("STARTING", "BACKOFF")) or (exits and young):
             why = f" (died: {exits[-1]['why']} at {exits[-1]['at']})" if exits else ""
             return Verdict(
                 "down",
