@@ -155,3 +155,16 @@ def test_gunicorn_stops_on_a_missing_setting(gunicorn_bad_env):
     output = done.stdout + done.stderr
     assert "APP_SECRET_KEY_FILE is not set" in output
     assert "Worker failed to boot" in output
+
+
+def test_connection_killed_by_the_server_is_replaced_unseen(app, db, log_lines):
+    # The server drops the app's pooled connections (KILL, a restart of a proxy, wait_timeout):
+    # the pre-ping notices on checkout and the pool reconnects, so no request fails.
+    client = app.test_client()
+    assert client.get("/api/notes").status_code == 200
+    ids = db.sql("SELECT id FROM information_schema.processlist WHERE user = 'app'").split()
+    assert ids, "the pool holds a connection"
+    for thread in ids:
+        db.sql(f"KILL CONNECTION {int(thread)}")
+    assert client.get("/api/notes").status_code == 200
+    assert not log_lines.messages("Database outage started")
