@@ -49,7 +49,8 @@ class Prober:
             sys.executable,
             "-m",
             "diagnose.prober",
-            PUBLIC_URL,
+            # The query string marks the drill's requests in the gateway's access log.
+            f"{PUBLIC_URL}?probe={prefix}",
             "--interval",
             "0.2",
             "--timeout",
@@ -337,7 +338,7 @@ def _collect(
                 at,
                 "readyz_turned" if state != "200" else None,
             )
-    records = gateway_records(LAB_LOGS / "gateway.log", t_inject, end, OFFICE)
+    records = gateway_records(LAB_LOGS / "gateway.log", t_inject, end, OFFICE, prefix)
     bad = next((r for r in records if r.status != 200), None)
     if bad:
         why = f", error {bad.error}" if bad.error else ""
@@ -362,7 +363,7 @@ def _collect(
 def _impact(
     tl: Timeline, prober: Prober, prefix: str, since: float, until: float
 ) -> dict[str, Any]:
-    records = gateway_records(LAB_LOGS / "gateway.log", since, until, OFFICE)
+    records = gateway_records(LAB_LOGS / "gateway.log", since, until, OFFICE, prefix)
     failed = [r for r in records if r.status != 200]
     rows = [r for r in prober.rows() if since <= r["at"] <= until]
     client_failed = [r for r in rows if not r["ok"]]

@@ -10,9 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from cryptography import x509
 
-from .probes import Clock, Result
+from .result import Clock, Result
 
 
 def readyz(url: str, timeout: float) -> Result:
@@ -75,6 +74,10 @@ def _certificate(host: str, port: int, ca_file: str | None, timeout: float) -> R
         except OSError as exc:
             detail = f"TLS to {host}:{port}: {verify_error}; then {exc}"
             return Result("certificate", "invalid", detail, False, clock())
+    # Imported here: the check runs in a fresh process on an internet host, where every
+    # import is startup time, and the rest of the module does not need it.
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     not_after = cert.not_valid_after_utc
     days = (not_after - dt.datetime.now(dt.UTC)).total_seconds() / 86400

@@ -16,42 +16,12 @@ import ssl
 import struct
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pymysql
 
-
-@dataclass
-class Result:
-    """What one probe saw."""
-
-    check: str
-    outcome: str
-    detail: str
-    ok: bool
-    seconds: float = 0.0
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "ok": self.ok,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "seconds": round(self.seconds, 3),
-            "data": self.data,
-        }
-
-
-class Clock:
-    """Measures one probe."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def __call__(self) -> float:
-        return time.monotonic() - self.start
+from .result import Clock, Result
 
 
 def resolve(host: str, timeout: float) -> Result:

@@ -95,11 +95,12 @@ class AccessRecord:
 
 
 def gateway_records(
-    path: Path, since: float, until: float, client: str | None = None
+    path: Path, since: float, until: float, client: str | None = None, marker: str | None = None
 ) -> list[AccessRecord]:
-    """The gateway's access records in a time window, from one client address if given.
+    """The gateway's access records in a time window, from one client address and with a
+    marker in the request's path (the drill client's query string), when given.
 
-    By the client's address rather than by request id: the gateway makes its own ids.
+    Not by request id: the gateway keeps a client's X-Request-Id only from trusted proxies.
     """
     records = []
     try:
@@ -115,6 +116,8 @@ def gateway_records(
             continue
         rid = fields.get("request_id")
         if client and str(fields.get("client.addr", "")).split(":")[0] != client:
+            continue
+        if marker and marker not in str(fields.get("http.path", "")):
             continue
         try:
             status = int(fields.get("http.status", 0))
