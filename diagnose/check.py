@@ -250,6 +250,7 @@ def gather_lab(s: Settings) -> lab.LabEvidence:
         futures = {name: pool.submit(fn) for name, fn in jobs.items()}
         for name, fut in futures.items():
             setattr(ev, name, fut.result())
+    ev.gateway_allow = lab.gateway_allow(ev.programs)
     return ev
 
 

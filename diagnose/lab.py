@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,7 @@ class LabEvidence:
     app_env: dict[str, str] = field(default_factory=dict)
     mysql_exits: list[dict[str, str]] = field(default_factory=list)
     log_errors: dict[str, list[str]] = field(default_factory=dict)
+    gateway_allow: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -302,6 +304,7 @@ class LabEvidence:
             "app_db_tls": self.app_env.get("APP_DB_TLS"),
             "mysql_unexpected_exits": self.mysql_exits[-3:],
             "log_errors": self.log_errors,
+            "gateway_allow": self.gateway_allow,
         }
 
 
@@ -309,3 +312,19 @@ def public_ca() -> str | None:
     """The lab CA, which signs the gateway's certificate until ACME issues one."""
     ca = LAB_STATE / "ca" / "ca.pem"
     return str(ca) if ca.exists() else None
+
+
+def gateway_allow(programs: dict[str, Program]) -> list[str] | None:
+    """`[access] allow` of the running gateway, read from the file its --config names."""
+    prog = programs.get("gateway")
+    if prog is None or prog.pid is None:
+        return None
+    try:
+        argv = Path(f"/proc/{prog.pid}/cmdline").read_bytes().split(b"\0")
+        config = Path(argv[argv.index(b"--config") + 1].decode())
+        if not config.is_absolute():
+            config = Path(f"/proc/{prog.pid}/cwd").resolve() / config
+        allow = tomllib.loads(config.read_text()).get("access", {}).get("allow")
+    except (OSError, ValueError, IndexError, tomllib.TOMLDecodeError):
+        return None
+    return [str(a) for a in allow] if isinstance(allow, list) else None

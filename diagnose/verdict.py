@@ -8,6 +8,7 @@ tell apart, and the evidence that would.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -643,5 +644,16 @@ def _public(r, lab, ctx, env, target) -> Verdict | None:
     )
 
 
-def lab_allow(lab: LabEvidence | None) -> list[str]:
-    return []
+def lab_allow(lab: LabEvidence | None, client: str = "203.0.113.10") -> list[str]:
+    """What the gateway's allowlist holds, and whether the office client is in it."""
+    if lab is None or lab.gateway_allow is None:
+        return []
+    nets = []
+    for text in lab.gateway_allow:
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            continue
+    holds = any(ipaddress.ip_address(client) in net for net in nets)
+    verb = "holds" if holds else "does not hold"
+    return [f"gateway [access] allow = {lab.gateway_allow}: {verb} office {client}"]
