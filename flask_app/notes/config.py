@@ -18,7 +18,7 @@ from pathlib import Path
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 0.8
 WRITE_TIMEOUT_S = 0.8
-# /readyz is ready only when `SELECT 1` succeeds within this long.
+# /readyz is ready only when `SELECT 1` succeeds within this long, and answers within it.
 READY_LIMIT_S = 1.0
 
 

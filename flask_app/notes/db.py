@@ -1,15 +1,18 @@
-"""Database access: the connection pool, the readiness probe, and outage bookkeeping."""
+"""Database access: the connection pool, the readiness checks, and outage bookkeeping."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
@@ -20,7 +23,7 @@ from .config import (
     WRITE_TIMEOUT_S,
     Settings,
 )
-from .failures import Failure, OutageLog, classify
+from .failures import LOGIN_KINDS, Failure, OutageLog, classify
 
 # What a broken or unreachable database raises through SQLAlchemy. Other errors (a constraint
 # violated, bad SQL) are bugs and go to the 500 handler with their traceback.
@@ -70,15 +73,28 @@ class Database:
             pool_size=POOL_SIZE,
             max_overflow=POOL_OVERFLOW,
             pool_timeout=POOL_WAIT_S,
+            # Every use ends its transaction itself (begin() commits or rolls back), so the
+            # pool's own ROLLBACK on check-in would be one more round trip, and one more place
+            # where a link that just broke logs a traceback. The next checkout's ping finds a
+            # dead connection anyway.
+            pool_reset_on_return=None,
             connect_args=self._connect_args(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
         )
-        # The readiness probe opens a fresh connection each time, so it proves what a new
-        # worker would need (route, TLS, login), not that an old pooled connection still lives.
-        self._probe: Engine = create_engine(
+        # The login check of /readyz opens a fresh connection each time: it proves what a new
+        # worker or a recycled connection would need (route, TLS, password, host grant), which
+        # connections already in the pool no longer show.
+        self._login_engine: Engine = create_engine(
             url,
             poolclass=NullPool,
-            connect_args=self._connect_args(READY_LIMIT_S, READY_LIMIT_S),
+            connect_args=self._connect_args(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
         )
+        for engine in (self.engine, self._login_engine):
+            event.listen(engine, "connect", self._logged_in)
+        # /readyz runs its two checks side by side and waits for them at most READY_LIMIT_S;
+        # a check that outlives the wait finishes here, bounded by its own timeouts.
+        self._checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+        self._login: Future[Failure | None] | None = None
+        self._login_lock = threading.Lock()
 
     def _connect_args(self, connect_timeout: float, read_timeout: float) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -109,22 +125,57 @@ class Database:
         self.outages.succeeded()
 
     def check(self) -> tuple[Failure | None, float]:
-        """Run `SELECT 1` on a new connection: (None, seconds) when it succeeded within the
-        readiness limit, else (the failure, seconds)."""
+        """Readiness: (None, seconds) when `SELECT 1` on a pooled connection succeeded within
+        READY_LIMIT_S and a fresh login did not fail for a login reason; else (the failure,
+        seconds). Answers within READY_LIMIT_S (plus scheduling) whatever the database does.
+
+        The two checks disagree on purpose in two cases. A wrong password, a lost host grant
+        or a TLS mismatch break only new logins: pooled connections go on serving until they
+        are recycled, and then the site falls over. The login check reports it at once. A slow
+        link (300 ms of latency) makes a fresh login take seconds, since it needs five round
+        trips, while pooled queries still answer: the app serves, slowly, and stays ready.
+        """
         start = time.monotonic()
-        failure: Failure | None = None
+        login = self._start_login()
+        query = self._checks.submit(self._select_one, self.engine)
         try:
-            with self._probe.connect() as conn:
+            failure = query.result(timeout=READY_LIMIT_S)
+        except FutureTimeout:
+            failure = Failure("timeout", f"SELECT 1 did not answer within {READY_LIMIT_S} s")
+        if failure is None:
+            left = READY_LIMIT_S - (time.monotonic() - start)
+            try:
+                login_failure = login.result(timeout=max(left, 0.0))
+            except FutureTimeout:
+                login_failure = None  # slow, not refused: see above
+            if login_failure is not None and login_failure.kind in LOGIN_KINDS:
+                failure = login_failure
+        if failure is None:
+            self.outages.succeeded()
+        else:
+            self.outages.failed(failure)
+        return failure, time.monotonic() - start
+
+    def _start_login(self) -> Future[Failure | None]:
+        """The login check in flight, or a new one: never two at once per process, so a
+        database that hangs logins does not pile up threads."""
+        with self._login_lock:
+            if self._login is None or self._login.done():
+                self._login = self._checks.submit(self._select_one, self._login_engine)
+            return self._login
+
+    def _select_one(self, engine: Engine) -> Failure | None:
+        try:
+            with engine.begin() as conn:
                 conn.execute(text("SELECT 1")).scalar_one()
         except UNAVAILABLE_ERRORS as e:
-            failure = self._failed(e).failure
-        elapsed = time.monotonic() - start
-        if failure is None and elapsed > READY_LIMIT_S:
-            failure = Failure("timeout", f"SELECT 1 took {elapsed:.3f} s, over {READY_LIMIT_S} s")
-            self.outages.failed(failure)
-        elif failure is None:
-            self.outages.succeeded()
-        return failure, elapsed
+            return classify(e, tls=self.settings.db_tls)
+        return None
+
+    def _logged_in(self, dbapi_connection: Any, connection_record: Any) -> None:
+        # A new connection got through TCP, TLS and the login: whatever the outage was, the
+        # database takes connections again.
+        self.outages.connected()
 
     def _failed(self, e: BaseException) -> DatabaseUnavailable:
         failure = classify(e, tls=self.settings.db_tls)
@@ -133,4 +184,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-        self._probe.dispose()
+        self._login_engine.dispose()
+        self._checks.shutdown(wait=False, cancel_futures=True)

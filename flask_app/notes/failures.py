@@ -39,6 +39,10 @@ _ERRNO_KINDS = {
 }
 
 
+# Failures of a new login only: connections already open keep working through them.
+LOGIN_KINDS = frozenset({"auth", "host-not-allowed", "tls", "dns"})
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: str
@@ -117,8 +121,8 @@ def _detail(chain: list[BaseException]) -> str:
 class OutageLog:
     """Logs a database outage once when it starts and once when it ends (per process).
 
-    Requests report each failure and success; only a change of state is logged, so an outage
-    is two log lines, not a traceback per request. Gunicorn workers are separate processes:
+    Requests and /readyz report each failure and success, and each new connection; only a
+    change of state is logged, so an outage is two log lines, not a traceback per request. Gunicorn workers are separate processes:
     each one logs the outages it sees, and its lines carry its pid.
     """
 
@@ -146,8 +150,19 @@ class OutageLog:
             log.warning("Database outage changed kind", extra={**fields, "was": previous.kind})
 
     def succeeded(self) -> None:
-        if self._failure is None:  # the common case, without taking the lock
+        """A query succeeded. That ends an outage unless it is a login failure: a pooled
+        connection opened before a password change still works, and proves nothing."""
+        failure = self._failure
+        if failure is None or failure.kind in LOGIN_KINDS:  # the common case without the lock
             return
+        self._end()
+
+    def connected(self) -> None:
+        """A new connection logged in: that ends any outage."""
+        if self._failure is not None:
+            self._end()
+
+    def _end(self) -> None:
         with self._lock:
             previous, self._failure = self._failure, None
             seconds = time.monotonic() - self._since

@@ -17,7 +17,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when `SELECT 1` on a new connection succeeds within a second."""
+    """Ready when `SELECT 1` succeeds within a second and a new login is not refused
+    (Database.check says how the two checks combine)."""
     db: Database = current_app.extensions["notes.db"]
     failure, elapsed = db.check()
     fields = {"target": db.target, "elapsed_ms": round(elapsed * 1000, 1)}

@@ -147,3 +147,24 @@ def test_kinds_from_error_codes_and_errno(exc, kind):
     # These codes need a network or server state that loopback cannot give (a dropped SYN, a
     # missing route, DNS); the exceptions are built as PyMySQL builds them.
     assert classify(exc).kind == kind
+
+
+def test_password_changed_under_a_live_pool_is_auth_at_once(app, db, log_lines):
+    # Pooled connections outlive a password change and keep serving; only new logins fail.
+    # /readyz says so at once, before recycling turns it into an outage for every request.
+    client = app.test_client()
+    assert client.get("/api/notes").status_code == 200, "the pool holds a connection"
+    password = db.web_password_file.read_text().strip()
+    db.sql("ALTER USER 'app'@'127.0.0.1' IDENTIFIED BY 'changed-behind-the-apps-back'")
+    try:
+        status, body = readyz(app)
+        assert (status, body["kind"]) == (503, "auth")
+        assert client.get("/api/notes").status_code == 200, "the pooled connection still works"
+        assert readyz(app)[0] == 503
+    finally:
+        db.sql(f"ALTER USER 'app'@'127.0.0.1' IDENTIFIED BY '{password}'")
+    assert readyz(app)[0] == 200
+    started = log_lines.messages("Database outage started")
+    ended = log_lines.messages("Database outage ended")
+    assert [r["kind"] for r in started] == ["auth"], "successes on old connections end nothing"
+    assert [r["kind"] for r in ended] == ["auth"]
