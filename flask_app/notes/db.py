@@ -78,7 +78,7 @@ class Database:
             # where a link that just broke logs a traceback. The next checkout's ping finds a
             # dead connection anyway.
             pool_reset_on_return=None,
-            connect_args=self._connect_args(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            connect_args=self._connect_args(),
         )
         # The login check of /readyz opens a fresh connection each time: it proves what a new
         # worker or a recycled connection would need (route, TLS, password, host grant), which
@@ -86,7 +86,7 @@ class Database:
         self._login_engine: Engine = create_engine(
             url,
             poolclass=NullPool,
-            connect_args=self._connect_args(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            connect_args=self._connect_args(),
         )
         for engine in (self.engine, self._login_engine):
             event.listen(engine, "connect", self._logged_in)
@@ -96,10 +96,10 @@ class Database:
         self._login: Future[Failure | None] | None = None
         self._login_lock = threading.Lock()
 
-    def _connect_args(self, connect_timeout: float, read_timeout: float) -> dict[str, Any]:
+    def _connect_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "read_timeout": READ_TIMEOUT_S,
             "write_timeout": WRITE_TIMEOUT_S,
             # TIMESTAMP columns are read in UTC whatever the server's zone is.
             "init_command": "SET time_zone = '+00:00'",
