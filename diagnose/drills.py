@@ -182,6 +182,14 @@ def mark_active(name: str) -> None:
     ACTIVE.write_text("\n".join(names) + "\n")
 
 
+def unmark_active(name: str) -> None:
+    names = [n for n in active() if n != name]
+    if names:
+        ACTIVE.write_text("\n".join(names) + "\n")
+    else:
+        ACTIVE.unlink(missing_ok=True)
+
+
 def active() -> list[str]:
     return ACTIVE.read_text().split() if ACTIVE.exists() else []
 
@@ -276,7 +284,7 @@ def run_drill(fault: Fault) -> DrillResult:
         if injected:
             try:
                 fault.heal()
-                heal([fault.name])
+                unmark_active(fault.name)
             except (LabError, OSError) as exc:
                 errors.append(f"heal: {exc}")
         prober.stop()

@@ -141,7 +141,12 @@ def kill_app_sessions(user: str = "app") -> None:
     """End the app's open sessions, so its pool must log in again (as a new worker would)."""
     ids = mysql_root(f"SELECT id FROM information_schema.processlist WHERE user = '{user}'")
     for sid in ids.split():
-        mysql_root(f"KILL {int(sid)}")
+        try:
+            mysql_root(f"KILL {int(sid)}")
+        except LabError as exc:
+            # The session ended by itself between the listing and the KILL.
+            if "Unknown thread id" not in str(exc):
+                raise
 
 
 def app_pid() -> int | None:

@@ -379,7 +379,7 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
             "down",
             "mysql",
             "mysql-not-running",
-            f"MySQL is not running on {ctx.db_host} although {ping_says.removeprefix('the ')}"
+            f"MySQL is not running on {ctx.db_host} although {ping_says}"
             f" ({state})"
             if "answers" in ping_says
             else f"MySQL is not running on {ctx.db_host} ({state})",
