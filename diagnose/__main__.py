@@ -49,6 +49,21 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    defaults = parser().parse_args([])
+    lab_targets = (
+        args.db_host is None
+        or args.gateway_url == defaults.gateway_url
+        or args.public_url == defaults.public_url
+    )
+    if not args.lab and lab_targets and lab.lab_present() and lab.current_netns() is None:
+        # This machine holds the lab, and this process is outside it: the default targets
+        # (10.0.2.10, 10.0.1.10) are lab addresses that only exist inside its namespaces.
+        print(
+            "diagnose: this machine runs the lab; use --lab (make diagnose), or run inside "
+            "a lab host with ip netns exec",
+            file=sys.stderr,
+        )
+        return 2
     if args.lab:
         if not lab.lab_present():
             print(

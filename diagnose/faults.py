@@ -82,10 +82,15 @@ def mysql_crashed_inject() -> None:
 
 
 def mysql_crashed_heal() -> None:
-    # Nobody heals this one: the supervisor restarts mysqld. Only if it gave up, start it.
-    wait_for(lambda: program_state("mysql") == "RUNNING", 30)
-    _ensure_running("mysql")
+    # Nobody heals this one: the supervisor restarts mysqld. Only if it gave up, start it,
+    # and say so: the drill then failed to show what it is for.
+    crashed = _load("mysql-crashed") is not None
+    came_back = wait_for(lambda: program_state("mysql") == "RUNNING", 30)
     _forget("mysql-crashed")
+    if not came_back:
+        _ensure_running("mysql")
+        if crashed:
+            raise LabError("the supervisor did not restart mysqld within 30 s; started by hand")
 
 
 def mysql_localhost_inject() -> None:

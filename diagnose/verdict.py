@@ -379,8 +379,7 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
             "down",
             "mysql",
             "mysql-not-running",
-            f"MySQL is not running on {ctx.db_host} although {ping_says}"
-            f" ({state})"
+            f"MySQL is not running on {ctx.db_host} although {ping_says} ({state})"
             if "answers" in ping_says
             else f"MySQL is not running on {ctx.db_host} ({state})",
             fix=[_start(ctx, ctx.db_program, "mysql")],
