@@ -241,6 +241,10 @@ def gather_lab(s: Settings) -> lab.LabEvidence:
         "db_listeners": lambda: lab.listeners("db"),
         "router_ip_forward": lambda: lab.sysctl("router", "net.ipv4.ip_forward"),
         "db_netem": lambda: lab.qdiscs("db"),
+        # Where the kernel has no netem, a delay is a user-space NFQUEUE (diagnose.delayer).
+        "db_queues": lambda: [
+            r for r in lab.iptables("db", "mangle", "OUTPUT") if r.target == "NFQUEUE"
+        ],
         "web_routes": lambda: lab.routes("web"),
         "programs": lab.supervisor_status,
         "mysql_exits": lambda: lab.unexpected_exits("mysql"),

@@ -285,6 +285,7 @@ class LabEvidence:
     db_listeners: list[Listener] = field(default_factory=list)
     router_ip_forward: str | None = None
     db_netem: list[str] = field(default_factory=list)
+    db_queues: list[Rule] = field(default_factory=list)
     web_routes: list[str] = field(default_factory=list)
     programs: dict[str, Program] = field(default_factory=dict)
     app_env: dict[str, str] = field(default_factory=dict)
@@ -299,6 +300,7 @@ class LabEvidence:
             "router_ip_forward": self.router_ip_forward,
             "router_dnat": [r.line("router") for r in self.router_prerouting if r.target == "DNAT"],
             "db_netem": self.db_netem,
+            "db_queues": [r.line("db") for r in self.db_queues],
             "web_routes": self.web_routes,
             "programs": {k: vars(v) for k, v in self.programs.items()},
             "app_db_tls": self.app_env.get("APP_DB_TLS"),

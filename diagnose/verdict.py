@@ -504,6 +504,10 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
     if not signs:
         return None
     ev = [f"db link: {q}" for q in (lab.db_netem if lab else [])]
+    queues = lab.db_queues if lab else []
+    ev += [
+        f"db link: {q.line('db')} (packets leaving db wait in a user-space queue)" for q in queues
+    ]
     ready = r.get("readyz")
     if ready is not None:
         ev.append("the app: " + ready.detail)
@@ -520,7 +524,8 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
                 if lab and lab.db_netem
                 else ""
             )
-        ],
+        ]
+        + [_on(ctx, "db", f"iptables -t mangle -D OUTPUT {q.num}") for q in queues],
         evidence=ev,
     )
 
