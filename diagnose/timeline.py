@@ -60,6 +60,7 @@ class Timeline:
 
 _TEXT_FIELD = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S+)')
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_HUMAN_ACCESS = re.compile(r"(?:edge_gateway::access: |: )Request (?=[\w.]+=)")
 
 
 def _gateway_line(line: str) -> dict[str, Any] | None:
@@ -77,10 +78,13 @@ def _gateway_line(line: str) -> dict[str, Any] | None:
         fields = {**obj, **obj.get("fields", {})}
         fields["ts"] = parse_ts(str(obj.get("timestamp", "")))
         return fields
-    if "edge_gateway::access" not in line:
+    # Human format: `TS  INFO [target: ]span{...}: Request key=value ...`, the target shown
+    # or not as the gateway's subscriber is set up; the access event's message is "Request".
+    match = _HUMAN_ACCESS.search(line)
+    if not match:
         return None
     fields: dict[str, Any] = {"ts": parse_ts(line.split()[0])}
-    for key, value in _TEXT_FIELD.findall(line.split("edge_gateway::access", 1)[1]):
+    for key, value in _TEXT_FIELD.findall(line[match.end() :]):
         fields[key] = value.strip('"')
     return fields
 
