@@ -515,7 +515,12 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
         "slow",
         "network",
         "db-slow",
-        f"the database answers but slowly: {', '.join(signs)}; slow, not down",
+        f"the database answers but slowly: {', '.join(signs)}; slow, not down"
+        + (
+            f" (the app's /readyz gives up under it: kind={ready.data.get('kind')})"
+            if ready is not None and not ready.ok
+            else ""
+        ),
         fix=[
             _on(ctx, "db", "tc qdisc show")
             + "; then the link's delay and loss"
