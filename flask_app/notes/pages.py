@@ -10,6 +10,7 @@ from wtforms.validators import ValidationError
 
 from . import store
 from .db import Database, DatabaseUnavailable
+from .failures import Failure
 from .validation import MAX_TEXT, InvalidNote, clean_text
 
 bp = Blueprint("pages", __name__)
@@ -27,15 +28,23 @@ class NoteForm(FlaskForm):
             raise ValidationError(str(e)) from e
 
 
-def render_index(form: NoteForm, status: int = 200, error: str | None = None) -> Response:
+def render_index(
+    form: NoteForm,
+    status: int = 200,
+    error: str | None = None,
+    failure: Failure | None = None,
+) -> Response:
+    """The page; with `failure` (the database just failed this request) it is rendered without
+    asking the database again, which would wait out its timeouts a second time."""
     db: Database = current_app.extensions["notes.db"]
     notes: list[dict] = []
-    failure = None
-    try:
-        with db.begin() as conn:
-            notes = store.latest(conn)
-    except DatabaseUnavailable as e:
-        failure = e.failure
+    if failure is None:
+        try:
+            with db.begin() as conn:
+                notes = store.latest(conn)
+        except DatabaseUnavailable as e:
+            failure = e.failure
+    if failure is not None:
         status = 503
     html = render_template(
         "index.html",
@@ -63,8 +72,8 @@ def add_note() -> Response:
     try:
         with current_app.extensions["notes.db"].begin() as conn:
             store.add(conn, form.text.data)
-    except DatabaseUnavailable:
-        return render_index(form, status=503, error="not saved: the database is unavailable")
+    except DatabaseUnavailable as e:
+        return render_index(form, error="not saved: the database is unavailable", failure=e.failure)
     # Post/redirect/get: reloading the page does not post the note again.
     return redirect(url_for("pages.index"), code=303)
 

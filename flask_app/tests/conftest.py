@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,38 @@ class MariaDB:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+    @contextmanager
+    def dropping_packets(self) -> Iterator[None]:
+        """The server as behind a link that drops its packets (a partition, a firewall DROP),
+        the slowest failure there is: established connections get no answer, so reads wait
+        out their timeout, and new ones get no SYN-ACK, so connects wait out theirs. Loopback
+        cannot drop packets, so: the server is frozen (SIGSTOP) and its TCP accept queue filled
+        with connections nobody accepts, after which the kernel drops new SYNs."""
+        assert self.proc is not None, "not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        fillers: list[socket.socket] = []
+        try:
+            while True:
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", self.port))
+                fillers.append(filler)
+                if len(fillers) % 16 == 0 and not self._accepts_syn():
+                    break
+                assert len(fillers) < 4096, "the accept queue never filled"
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+            for filler in fillers:
+                filler.close()
+
+    def _accepts_syn(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+        except TimeoutError:
+            return False
+        return True
 
     def ensure_running(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
