@@ -31,12 +31,18 @@ UNAVAILABLE_ERRORS = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.DisconnectionError,
+    # No pooled connection became free within POOL_WAIT_S.
+    sqlalchemy.exc.TimeoutError,
 )
 
-# Sized for gunicorn's threads per worker (gunicorn.conf.py), so a request never queues for a
-# connection; the overflow covers a burst, and waiting for one gives up after a second.
+# Threads that run /readyz's checks. A check that outlives the 1 s wait keeps running, and
+# its SELECT 1 keeps a pooled connection, until the driver's timeouts end it (1.8 s at most).
+READY_CHECKS = 4
+# Sized for gunicorn's threads per worker (gunicorn.conf.py) plus the readiness checks, so a
+# request never queues for a connection: a wait for one, added to the timeouts that follow,
+# would break the 2 s limit. Two more cover other callers; waiting gives up after a second.
 POOL_SIZE = 4
-POOL_OVERFLOW = 2
+POOL_OVERFLOW = READY_CHECKS + 2
 POOL_WAIT_S = 1.0
 # Replace connections older than five minutes: well inside the server's wait_timeout (8 h)
 # and any firewall's idle timeout, so a pooled connection is never one the network forgot.
@@ -92,7 +98,7 @@ class Database:
             event.listen(engine, "connect", self._logged_in)
         # /readyz runs its two checks side by side and waits for them at most READY_LIMIT_S;
         # a check that outlives the wait finishes here, bounded by its own timeouts.
-        self._checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+        self._checks = ThreadPoolExecutor(READY_CHECKS, thread_name_prefix="readyz")
         self._login: Future[Failure | None] | None = None
         self._login_lock = threading.Lock()
 

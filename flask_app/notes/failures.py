@@ -84,6 +84,9 @@ def classify(exc: BaseException, *, tls: bool = True) -> Failure:
             return Failure("timeout", detail)
         return Failure("lost-connection", detail)
     for e in chain:
+        if isinstance(e, sqlalchemy.exc.TimeoutError):
+            # Waited in vain for a pooled connection; SQLAlchemy's message says which pool.
+            return Failure("timeout", str(e).split(" (Background on this error")[0])
         if isinstance(e, (ssl.SSLError, ssl.CertificateError)):
             return Failure("tls", detail)
         if isinstance(e, socket.gaierror):

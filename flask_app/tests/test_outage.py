@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from notes.db import POOL_OVERFLOW, POOL_SIZE
 
 # The contract: while the database is down a request fails within 2 s and /readyz answers
 # within its 1 s limit; once the database is back, the app serves within 2 s.
@@ -168,3 +171,47 @@ def test_connection_killed_by_the_server_is_replaced_unseen(app, db, log_lines):
         db.sql(f"KILL CONNECTION {int(thread)}")
     assert client.get("/api/notes").status_code == 200
     assert not log_lines.messages("Database outage started")
+
+
+def test_readyz_checks_do_not_starve_requests_of_connections(app, db):
+    # Each /readyz leaves its SELECT 1 running on a pooled connection after it has answered
+    # (at most 1 s), until the driver's timeouts end it. While packets are dropped that takes
+    # 1.8 s, so a prober's checks pile up beside gunicorn's four threads: requests must still
+    # get a connection at once, not wait for one and then wait out the timeouts.
+    client = app.test_client()
+    assert client.get("/api/notes").status_code == 200
+    answers: list[tuple[str, int, float]] = []
+
+    def get(path: str) -> None:
+        response, seconds = timed(lambda: app.test_client().get(path))
+        answers.append((path, response.status_code, seconds))
+
+    with db.dropping_packets():
+        probes = [threading.Thread(target=get, args=("/readyz",)) for _ in range(4)]
+        for probe in probes:
+            probe.start()
+        time.sleep(0.1)
+        requests_ = [threading.Thread(target=get, args=("/api/notes",)) for _ in range(4)]
+        for request in requests_:
+            request.start()
+        for thread in probes + requests_:
+            thread.join()
+    slowest = max(s for path, _, s in answers if path == "/api/notes")
+    print(f"packets dropped, four probes and four requests: slowest request {slowest:.3f} s")
+    assert {status for _, status, _ in answers} == {503}
+    assert slowest < REQUEST_LIMIT_S
+
+
+def test_no_free_connection_is_503_timeout(app, db, log_lines):
+    # Every pooled connection busy (held here): the request gives up waiting for one and says
+    # so like any other database failure, not as an internal error with a traceback.
+    database = app.extensions["notes.db"]
+    held = [database.engine.connect() for _ in range(POOL_SIZE + POOL_OVERFLOW)]
+    try:
+        response = app.test_client().get("/api/notes")
+    finally:
+        for conn in held:
+            conn.close()
+    assert response.status_code == 503
+    assert response.get_json()["kind"] == "timeout"
+    assert not log_lines.messages("Unhandled error")
