@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from . import httpchecks, lab, probes
 from .probes import DbTarget, Result
 from .verdict import Context, Verdict, decide
@@ -184,18 +182,16 @@ def gateway_local(url: str, timeout: float) -> Result:
     """Any HTTP answer from the gateway on the web host: it is up, whatever it decides."""
     clock = probes.Clock()
     try:
-        resp = requests.get(url, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        return Result(
-            "gateway-local", "no-answer", f"GET {url}: {type(exc).__name__}", False, clock()
-        )
+        resp = httpchecks.fetch(url, timeout)
+    except httpchecks.FetchError as exc:
+        return Result("gateway-local", "no-answer", f"GET {url}: {exc}", False, clock())
     return Result(
         "gateway-local",
         "answers",
-        f"GET {url} on the web host: {resp.status_code}",
+        f"GET {url} on the web host: {resp.status}",
         True,
         clock(),
-        {"status": resp.status_code},
+        {"status": resp.status},
     )
 
 
