@@ -167,7 +167,6 @@ def test_ping_answered_then_dropped(netns):
     netns.on(netns.peer, "iptables", "-I", "INPUT", "-p", "icmp", "-j", "DROP")
     res = in_ns(netns, netns.client, "probes.ping('10.77.0.2')")
     assert (res["outcome"], res["data"]["loss_pct"]) == ("no-answer", 100.0)
-    assert res["seconds"] < 2.0
 
 
 def test_delay_shows_in_the_round_trip(netns):
