@@ -6,7 +6,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, errors, health, logs, pages
+from . import api, body, errors, health, logs, pages
 from .config import Settings
 from .db import Database
 from .validation import MAX_BODY
@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # The form is valid as long as the session; a page left open for hours still posts.
         WTF_CSRF_TIME_LIMIT=None,
     )
+    # First of the before-request hooks: none may read a chunked body before its size is known.
+    app.before_request(body.refuse_oversized_stream)
     # Exactly one proxy (the gateway) sits in front: trust one X-Forwarded-For hop, so
     # remote_addr is the client the gateway saw, and X-Forwarded-Proto, so external URLs are
     # https://. The Host header is the gateway's to pass through; X-Forwarded-Host is not read.
