@@ -27,9 +27,14 @@ def list_notes() -> Response:
 def create_note() -> tuple[Response, int] | Response:
     if not request.is_json:
         raise UnsupportedMediaType("the body must be JSON, sent as Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise UnsupportedMediaType("the body is not valid JSON")
+    # Parsed here rather than by get_json(silent=True), whose None stands for both a body that
+    # does not parse and the valid JSON `null`.
+    try:
+        body = current_app.json.loads(request.get_data())
+    except RecursionError:
+        return error(400, 'the body is nested too deeply for a note {"text": ...}')
+    except ValueError as e:  # not JSON, or not UTF-8 (or UTF-16/32) text
+        raise UnsupportedMediaType("the body is not valid JSON") from e
     try:
         text = note_from_json(body)
     except InvalidNote as e:

@@ -24,6 +24,14 @@ def clean_text(value: Any) -> str:
     text = value.strip()
     if not text:
         raise InvalidNote('"text" is empty')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # JSON's \ud83c escapes can spell half a surrogate pair, which no UTF-8 encodes.
+        raise InvalidNote(
+            f'"text" is not valid Unicode: a lone surrogate \\u{ord(text[e.start]):04x}'
+            f" at character {e.start + 1}"
+        ) from e
     if len(text) > MAX_TEXT:
         raise InvalidNote(
             f'"text" is {len(text)} characters long; the limit is {MAX_TEXT} characters'

@@ -77,6 +77,26 @@ def test_bad_note_is_400_with_the_reason(client, payload, message):
     assert response.get_json() == {"error": message}
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"null", 'the body must be a JSON object {"text": ...}, not null'),
+        # Valid JSON, but no UTF-8 encodes half of a surrogate pair, so no server stores it.
+        (
+            b'{"text": "half \\ud83c of an emoji"}',
+            '"text" is not valid Unicode: a lone surrogate \\ud83c at character 6',
+        ),
+        # Valid JSON nested deeper than Python's parser recurses.
+        (b"[" * 5000 + b"]" * 5000, 'the body is nested too deeply for a note {"text": ...}'),
+    ],
+)
+def test_odd_json_is_400_with_the_reason(client, body, message, log_lines):
+    response = client.post("/api/notes", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+    assert not log_lines.messages("Unhandled error")
+
+
 def test_body_that_is_not_json_is_415(client):
     response = client.post("/api/notes", data="text=hello", content_type="text/plain")
     assert response.status_code == 415
