@@ -1,0 +1,104 @@
+//! The real binary: a request in flight finishes across SIGTERM, the process exits 0, and
+//! each request leaves one structured access line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, h1, https_get, send, tls_from, Config, Pki, Process, TempDir, Upstream};
+
+fn config(up: &Upstream, dir: &TempDir, pki: &Pki, extra: &str) -> std::path::PathBuf {
+    let mut cfg = Config::new(&up.url(), dir, pki);
+    cfg.extra = format!("[log]\nformat = \"json\"\n\n{extra}");
+    dir.write("gateway.toml", &cfg.render())
+}
+
+async fn wait_for_line(p: &Process, needle: &str) {
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while !p.log().iter().any(|l| l.contains(needle)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {needle:?} in {:?}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_across_sigterm() {
+    let (dir, pki, mut up) = (TempDir::new(), Pki::new(), Upstream::start().await);
+    let path = config(&up, &dir, &pki, "[timeouts]\nshutdown_grace = \"15s\"\n");
+    let (mut p, _http, https) = Process::run(&path);
+
+    let tls = tls_from(&pki.h1_client(), None, https).await.unwrap();
+    let mut sender = h1(tls).await;
+    let in_flight = tokio::spawn(async move { send(&mut sender, get("/hold")).await });
+    tokio::time::timeout(common::PATIENCE, up.held.recv())
+        .await
+        .expect("the request never reached the upstream");
+
+    p.signal("TERM");
+    wait_for_line(&p, "Draining").await;
+    // No new connections once draining.
+    let refused = tokio::net::TcpStream::connect(https).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
+
+    up.release.notify_one();
+    let got = in_flight.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "released");
+    let status = tokio::task::spawn_blocking(move || p.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sigint_stops_an_idle_gateway_with_status_0() {
+    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
+    let path = config(&up, &dir, &pki, "");
+    let (mut p, _http, https) = Process::run(&path);
+    // An idle keep-alive connection does not hold up the exit.
+    let tls = tls_from(&pki.h1_client(), None, https).await.unwrap();
+    let mut sender = h1(tls).await;
+    assert_eq!(send(&mut sender, get("/")).await.status, 200);
+    p.signal("INT");
+    let status = tokio::task::spawn_blocking(move || p.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn access_lines_are_structured() {
+    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
+    let path = config(&up, &dir, &pki, "");
+    let (p, http, https) = Process::run(&path);
+    assert_eq!(https_get(&pki, None, https, "/a?b=1").await.status, 200);
+    assert_eq!(common::http_get(None, http, "/r").await.status, 301);
+    wait_for_line(&p, r#""http.path":"/r""#).await;
+
+    let lines: Vec<serde_json::Value> = p
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["message"] == "Request")
+        .collect();
+    assert_eq!(lines.len(), 2, "{:?}", p.log());
+    let line = &lines[0];
+    assert_eq!(line["listener"], "https");
+    assert_eq!(line["client.addr"], "127.0.0.1");
+    assert_eq!(line["http.method"], "GET");
+    assert_eq!(line["http.host"], "localhost");
+    assert_eq!(line["http.path"], "/a?b=1");
+    assert_eq!(line["http.status"], 200);
+    assert_eq!(line["bytes"], 19);
+    assert_eq!(line["tls.version"], "TLSv1.3");
+    assert_eq!(line["decision"], "allow");
+    assert!(
+        line["duration_ms"].is_number() && line["upstream_ms"].is_number(),
+        "{line}"
+    );
+    assert_eq!(lines[1]["http.status"], 301);
+    assert_eq!(lines[1]["listener"], "http");
+}
