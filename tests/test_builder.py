@@ -4,6 +4,8 @@ leaves nothing behind in the machine's own namespace."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from conftest import HOSTS
@@ -69,3 +71,31 @@ def test_a_lab_left_by_a_crashed_run_is_cleaned_up(lab):
     assert "left from an earlier run" in out.stderr
     assert not Path(f"/proc/{stray}").exists(), "the stray process still runs"
     assert lab.curl("office", "https://app.example.com/").status == 200
+
+
+def test_a_service_that_cannot_start_is_named_with_its_log_and_the_lab_removed(lab):
+    """A checkout whose gateway cannot bind: up.sh names the service, shows its log's last
+    lines, and tears the half-built lab down again, keeping the logs."""
+    # Not under pytest's tmp_path, whose 0700 parent the mysql user cannot cross.
+    top = Path(tempfile.mkdtemp(prefix="edge-lab-test-", dir="/tmp"))
+    top.chmod(0o755)
+    copy = top / "checkout"
+    for part in ("nat", "mysql", "flask_app", "config"):
+        shutil.copytree(lab.root / part, copy / part, ignore=shutil.ignore_patterns(".lab"))
+    for built in ("target", ".venv"):
+        (copy / built).symlink_to(lab.root / built)
+    config = copy / "nat/lab/gateway.toml"
+    # An address the web host does not have: the bind fails, as a taken port's would.
+    config.write_text(config.read_text().replace('"10.0.1.10:80"', '"10.0.1.99:80"'))
+    lab.down()
+    try:
+        out = lab.run(None, str(copy / "nat/lab/up.sh"), timeout=300)
+        assert out.returncode != 0
+        assert "gateway did not come up" in out.stderr, out.stderr
+        assert "10.0.1.99:80" in out.stderr, "the gateway's log lines are not shown"
+        assert f"logs are in {copy}/.lab/logs" in out.stderr
+        assert lab.present() == [], "the half-built lab was left up"
+        assert (copy / ".lab/logs/gateway.log").exists()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        lab.up()
