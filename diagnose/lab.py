@@ -311,9 +311,13 @@ class LabEvidence:
 
 
 def public_ca() -> str | None:
-    """The lab CA, which signs the gateway's certificate until ACME issues one."""
-    ca = LAB_STATE / "ca" / "ca.pem"
-    return str(ca) if ca.exists() else None
+    """What the lab's clients trust for app.example.com: .lab/ca/trust.pem (the lab CA and
+    every root Pebble has had, kept by nat/lab/pebble.sh) where it exists, else the lab CA."""
+    for name in ("trust.pem", "ca.pem"):
+        path = LAB_STATE / "ca" / name
+        if path.exists():
+            return str(path)
+    return None
 
 
 def gateway_allow(programs: dict[str, Program]) -> list[str] | None:
