@@ -12,7 +12,8 @@
 #   --bind-address ADDR      address the real server will listen on (10.0.2.10 in the lab);
 #                            only used to print the command that runs it
 #   --port PORT              TCP port of the real server (default 3306); printed likewise
-#   --app-host ADDR          host part of the app's account, 'app'@'ADDR' (10.0.1.10 in the lab)
+#   --app-host ADDR          host part of the app's account, 'app'@'ADDR' (10.0.1.10 in the lab):
+#                            an IPv4 or IPv6 address, no wildcard, no name
 #   --db-password-file FILE  where to write the app's generated password for the db host
 #   --web-password-file FILE where to write the same password for the web host (the app reads
 #                            it through APP_DB_PASSWORD_FILE); both files get mode 0600
@@ -105,15 +106,22 @@ check_args() {
     absolute_paths
     [[ "$EUID" -eq 0 ]] || die "must run as root (mariadbd is started as --user $run_as)"
     id -u "$run_as" >/dev/null 2>&1 || die "--user: no such OS user '$run_as'"
-    # The host ends up inside a quoted SQL account name: allow address and name characters only.
-    [[ "$app_host" =~ ^[A-Za-z0-9.:%_-]+$ ]] || die "--app-host: '$app_host' is not a host"
+    # An IP address only: it ends up inside a quoted SQL account name; SQL wildcards (% _)
+    # would open the account to other hosts; under skip-name-resolve a name never matches.
+    is_ip_address "$app_host" || die "--app-host: '$app_host' is not an IP address"
     [[ "$bind_address" =~ ^[A-Za-z0-9.:_-]+$ ]] ||
         die "--bind-address: '$bind_address' is not an address"
     if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
         die "--port: '$port' is not a port number (1-65535)"
     fi
-    [[ -z "$web_password_owner" ]] || id -u "${web_password_owner%%:*}" >/dev/null 2>&1 ||
-        die "--web-password-owner: no such OS user '${web_password_owner%%:*}'"
+    if [[ -n "$web_password_owner" ]]; then
+        local owner_user="${web_password_owner%%:*}" owner_group=""
+        [[ "$web_password_owner" != *:* ]] || owner_group="${web_password_owner#*:}"
+        id -u "$owner_user" >/dev/null 2>&1 ||
+            die "--web-password-owner: no such OS user '$owner_user'"
+        [[ -z "$owner_group" ]] || getent group "$owner_group" >/dev/null ||
+            die "--web-password-owner: no such group '$owner_group'"
+    fi
     # The kernel limit for a unix socket path (sun_path) is 108 bytes, terminator included.
     ((${#socket} < 108)) || die "--socket: '$socket' is longer than 107 bytes"
     local file
@@ -131,6 +139,20 @@ check_args() {
         die "user $run_as cannot create the socket in '$(dirname "$socket")'"
     command -v mariadb-install-db >/dev/null || die "mariadb-install-db not found: install \
 mariadb-server (Debian) or run 'make test', which installs it"
+}
+
+# An IPv4 address in dotted decimal, or an IPv6 address (hex digits and colons, at least two).
+is_ip_address() {
+    local ip="$1" part
+    if [[ "$ip" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]]; then
+        local -a parts
+        IFS=. read -r -a parts <<<"$ip"
+        for part in "${parts[@]}"; do
+            ((10#$part <= 255)) || return 1
+        done
+        return 0
+    fi
+    [[ "$ip" =~ ^[0-9A-Fa-f:]+$ && "$ip" == *:*:* ]]
 }
 
 as_run_as() {

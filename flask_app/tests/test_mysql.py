@@ -164,7 +164,14 @@ def test_provision_refuses_a_directory_it_did_not_make(db, work_dir):
     [
         ("--tls-key", "other_key", "does not match --tls-cert"),
         ("--tls-ca", "other_ca", "is not signed by --tls-ca"),
-        ("--app-host", "10.0.1.10'; DROP", "is not a host"),
+        ("--app-host", "10.0.1.10'; DROP", "is not an IP address"),
+        # Wildcards would open the account to more hosts than the app's; a name never matches
+        # under skip-name-resolve.
+        ("--app-host", "%", "is not an IP address"),
+        ("--app-host", "10.0.1.%", "is not an IP address"),
+        ("--app-host", "web", "is not an IP address"),
+        ("--app-host", "10.0.1.256", "is not an IP address"),
+        ("--web-password-owner", "root:no-such-group", "no such group 'no-such-group'"),
         ("--port", "33o6", "is not a port number"),
         ("--port", "70000", "is not a port number (1-65535)"),
         ("--bind-address", "0.0.0.0 --skip-grant-tables", "is not an address"),
@@ -182,8 +189,14 @@ def test_provision_rejects_bad_options(db, other_tls, work_dir, option, use, mes
         "other_ca": str(other_tls.ca),
         "root_only_key": str(root_only / "server-key.pem"),
     }.get(use, use)
-    args[args.index(option) + 1] = value
-    args[args.index("--datadir") + 1] = str(work_dir / "never-made")
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    # Fresh paths, so that only the bad option can stop it.
+    args[args.index("--datadir") + 1] = str(work_dir / "never-made" / "data")
+    args[args.index("--db-password-file") + 1] = str(work_dir / "never-made" / "db-pw")
+    args[args.index("--web-password-file") + 1] = str(work_dir / "never-made" / "web-pw")
     done = subprocess.run(args, check=False, capture_output=True, text=True)
     assert done.returncode == 1
     assert message in done.stderr
