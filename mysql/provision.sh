@@ -294,6 +294,9 @@ verify() {
     found="$(sql -e "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user
         WHERE User = '' OR (User = 'root' AND Host <> 'localhost')")"
     [[ -z "$found" ]] || die "unexpected accounts after provisioning: $found"
+    found="$(sql -e "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.proxies_priv
+        WHERE NOT (User = 'root' AND Host = 'localhost')")"
+    [[ -z "$found" ]] || die "unexpected PROXY grants after provisioning: $found"
     found="$(sql -e "SHOW DATABASES LIKE 'test'")"
     [[ -z "$found" ]] || die "a test database is still there"
     found="$(sql -e "SELECT ssl_type FROM mysql.user WHERE User = 'app' AND Host = '$app_host'")"

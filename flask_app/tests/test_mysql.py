@@ -115,6 +115,10 @@ def test_only_root_and_app_accounts_and_no_test_database(db):
     assert accounts == ["app\t127.0.0.1", "mariadb.sys\tlocalhost", "root\tlocalhost"]
     assert db.sql("SHOW DATABASES LIKE 'test%'") == ""
     assert db.sql("SELECT COUNT(*) FROM mysql.db WHERE Db LIKE 'test%'").strip() == "0"
+    # mariadb-install-db also grants PROXY to the --user account on this machine's host name;
+    # that account is gone, and its grant must go with it, or an account made later under that
+    # name would inherit it.
+    assert db.sql("SELECT User, Host FROM mysql.proxies_priv").splitlines() == ["root\tlocalhost"]
 
 
 def test_root_only_through_the_unix_socket(db):
