@@ -58,7 +58,7 @@ class Settings:
             db_host=env.get("APP_DB_HOST", "10.0.2.10"),
             db_port=_port(env, "APP_DB_PORT", default=3306),
             db_user=env.get("APP_DB_USER", "app"),
-            db_password=_read_secret(env, "APP_DB_PASSWORD_FILE").decode(),
+            db_password=_read_text(env, "APP_DB_PASSWORD_FILE"),
             db_name=env.get("APP_DB_NAME", "notes"),
             db_tls=tls,
             db_ca_file=Path(ca_file) if ca_file else None,
@@ -93,6 +93,14 @@ def _port(env: Mapping[str, str], name: str, *, default: int) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(f"{name}={value!r}: expected a TCP port number (1-65535)")
     return int(value)
+
+
+def _read_text(env: Mapping[str, str], name: str) -> str:
+    data = _read_secret(env, name)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name}={env[name]}: not UTF-8 text (byte {e.start + 1})") from e
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> bytes:

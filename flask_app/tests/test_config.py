@@ -63,6 +63,12 @@ def test_empty_secret_file_is_refused(env, tmp_path):
         Settings.from_env(env)
 
 
+def test_password_that_is_not_utf8_is_refused(env, tmp_path):
+    (tmp_path / "pw").write_bytes(b"caf\xe9\n")
+    with pytest.raises(ConfigError, match="APP_DB_PASSWORD_FILE=.*: not UTF-8 text"):
+        Settings.from_env(env)
+
+
 def test_tls_off_needs_no_ca(env):
     env.pop("APP_DB_CA_FILE")
     env["APP_DB_TLS"] = "off"
