@@ -356,8 +356,19 @@ def _collect(
             bad.at,
             "gateway_first_failed",
         )
+    first_app_failure = True
     for at, obj in app_events(LAB_LOGS / "app.log", t_inject, end):
         message = obj.get("message", "")
+        status = obj.get("status")
+        if first_app_failure and isinstance(status, int) and status >= 500:
+            first_app_failure = False
+            tl.add(
+                "app",
+                f"first failed request the app logged: {status} "
+                f"{obj.get('method', '')} {obj.get('path', '')}".rstrip(),
+                at,
+                "app_first_failed",
+            )
         if "outage" in message.lower():
             kind = obj.get("kind", "?")
             tl.add(
