@@ -360,7 +360,8 @@ def _collect(
     for at, obj in app_events(LAB_LOGS / "app.log", t_inject, end):
         message = obj.get("message", "")
         status = obj.get("status")
-        if first_app_failure and isinstance(status, int) and status >= 500:
+        failed = isinstance(status, int) and status >= 500 and obj.get("path") != "/readyz"
+        if first_app_failure and failed:
             first_app_failure = False
             tl.add(
                 "app",
