@@ -22,8 +22,11 @@ class NoteForm(FlaskForm):
     text = TextAreaField("Note")
 
     def validate_text(self, field: TextAreaField) -> None:
+        # Browsers send a textarea's line breaks as CRLF, but its maxlength counts each as one
+        # character, as the JSON API's LF counts: one line break, one character.
+        data = (field.data or "").replace("\r\n", "\n")
         try:
-            field.data = clean_text(field.data or None)
+            field.data = clean_text(data or None)
         except InvalidNote as e:
             raise ValidationError(str(e)) from e
 

@@ -127,3 +127,16 @@ def test_form_fails_within_the_limit_while_packets_are_dropped(browser, db):
     assert "not saved: the database is unavailable" in html
     assert "unreachable (timeout)" in html
     assert seconds < REQUEST_LIMIT_S
+
+
+def test_form_line_breaks_count_as_one_character(browser):
+    # Browsers send a textarea's line breaks as CRLF, while its maxlength counts each as one
+    # character: a note the form let through must not be refused for its line breaks, and is
+    # stored with the LF the JSON API uses.
+    text = "\r\n".join(["line"] * 200)  # 999 characters with LF line breaks
+    token = csrf_token(browser.get("/", base_url=BASE).get_data(as_text=True))
+    response = submit(browser, text, token)
+    assert response.status_code == 303, response.get_data(as_text=True)[-600:]
+    stored = browser.get("/api/notes").get_json()["notes"][0]["text"]
+    assert stored == text.replace("\r\n", "\n")
+    assert len(stored) == 999
