@@ -394,3 +394,23 @@ fn help_and_version_speak_to_a_newcomer() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("edge-gateway 0."));
 }
+
+/// The documented reference file passes `check` once its certificate paths exist.
+#[test]
+fn the_reference_configuration_is_valid() {
+    let (dir, pki) = (TempDir::new(), Pki::new());
+    let (cert, key) = pki.write(&dir);
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/gateway.toml");
+    let text = std::fs::read_to_string(reference)
+        .unwrap()
+        .replace(
+            "/etc/edge-gateway/tls/fullchain.pem",
+            cert.to_str().unwrap(),
+        )
+        .replace("/etc/edge-gateway/tls/privkey.pem", key.to_str().unwrap());
+    let path = dir.write("reference.toml", &text);
+    let (ok, out, err) = check(&path, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("test is successful"), "{out}");
+    assert!(err.is_empty(), "warnings for the reference file: {err}");
+}
