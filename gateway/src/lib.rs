@@ -11,6 +11,10 @@
 //! - [`request`]: a connection's and a request's life, top to bottom.
 //! - [`state`]: the live, swappable [`Snapshot`] each request reads.
 //! - [`observe`]: logging, and the single accounting point of each request.
+//! - [`metrics`]: the Prometheus families, fed by the accounting point; the `/metrics`
+//!   listener.
+//! - [`reload`]: SIGHUP rereads the file and swaps the new state in whole, or changes nothing.
+//! - [`systemd`]: the notify protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`, watchdog).
 //!
 //! # Seams for the parts built on this core
 //!
@@ -37,12 +41,15 @@
 
 pub mod access;
 pub mod config;
+pub mod metrics;
 pub mod observe;
 pub mod proxy;
 pub mod redirect;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod state;
+pub mod systemd;
 pub mod tls;
 
 use std::sync::Arc;

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_gateway::config::ConfigError;
+use edge_gateway::metrics::Metrics;
+use edge_gateway::reload::{self, CertificateFacts, Reloader};
+use edge_gateway::systemd::Notifier;
 use edge_gateway::tls::{self, CertResolver};
 use edge_gateway::{Hooks, Server, Settings};
 use tokio_util::sync::CancellationToken;
@@ -96,26 +99,69 @@ fn check(path: &Path) -> ExitCode {
 
 #[tokio::main]
 async fn run(path: &Path) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // First of all: SIGHUP's default action would end the process.
+    let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let notifier = Notifier::from_env();
     let settings = Settings::load(path)?;
     edge_gateway::observe::init_logging(&settings.log)
         .map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
     for w in &settings.warnings {
         tracing::warn!(config.key = %w.key, "{}", w.message);
     }
-    let key = tls::load_certified_key(&settings.tls.cert, &settings.tls.key)?;
-    let certs = Arc::new(CertResolver::with_default(Arc::new(key)));
-    let server = Server::bind(&settings, certs, Hooks::default())
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    let key = Arc::new(tls::load_certified_key(
+        &settings.tls.cert,
+        &settings.tls.key,
+    )?);
+    let facts = CertificateFacts::of(&key);
+    if let Some(f) = &facts {
+        f.export(&metrics);
+    }
+    metrics.config_loaded_now();
+    let certs = Arc::new(CertResolver::with_default(key));
+    let hooks = Hooks {
+        observer: metrics.clone(),
+        ..Hooks::default()
+    };
+    let server = Server::bind(&settings, certs.clone(), hooks)
         .await
         .context("cannot start")?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let metrics_listener = match settings.listen.metrics {
+        Some(addr) => Some(
+            reload::start_metrics_listener(addr, metrics.clone(), &shutdown)
+                .context("cannot start")?,
+        ),
+        None => None,
+    };
+    let (http, https) = (server.http_addr(), server.https_addr());
+    let status = reload::status_line(&settings, https, http, facts.as_ref(), "loaded");
+    let reloader = Reloader::new(reload::Parts {
+        path: path.to_owned(),
+        settings,
+        live: server.live(),
+        certs,
+        listeners: server.listeners(),
+        http,
+        https,
+        metrics_listener,
+        metrics,
+        notifier: notifier.clone(),
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(reloader.run(hangups));
+    tokio::spawn(stop_on_signal(shutdown.clone(), notifier.clone()));
+    notifier.spawn_watchdog(shutdown.clone().cancelled_owned());
+    // Listeners bound, certificate loaded: serving from here on.
+    notifier.ready(&status);
     server.run(shutdown).await;
     tracing::info!("Stopped");
     Ok(())
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn stop_on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, telling the service manager.
+async fn stop_on_signal(shutdown: CancellationToken, notifier: Notifier) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -129,5 +175,6 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "Shutting down");
+    notifier.stopping(&format!("Stopping on {name}: draining requests in flight"));
     shutdown.cancel();
 }

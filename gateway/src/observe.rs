@@ -109,6 +109,16 @@ pub struct RequestRecord {
 pub trait RequestObserver: Send + Sync + 'static {
     /// `record` is complete; `total` is the time from request head to last body byte.
     fn on_request(&self, record: &RequestRecord, total: Duration);
+
+    /// A client connection was accepted on `listener`; [`Self::on_connection_closed`]
+    /// follows exactly once when it ends, however it ends.
+    fn on_connection_opened(&self, _listener: Listener) {}
+
+    /// A connection reported by [`Self::on_connection_opened`] has ended.
+    fn on_connection_closed(&self, _listener: Listener) {}
+
+    /// A TLS handshake failed or timed out (one cut short by shutdown is not counted).
+    fn on_tls_handshake_failed(&self) {}
 }
 
 /// An observer that does nothing (the default).

@@ -66,6 +66,7 @@ pub(crate) async fn connection(
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
+    let _open = OpenConnection::new(&shared, listener);
     // The snapshot current at accept time decides this connection's protocol settings.
     let snapshot = shared.live.load_full();
     let peer = canonical(peer.ip());
@@ -99,10 +100,12 @@ pub(crate) async fn connection(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "TLS handshake failed");
+                    shared.accounting.observer.on_tls_handshake_failed();
                     return;
                 }
                 Err(_) => {
                     tracing::debug!("TLS handshake timed out");
+                    shared.accounting.observer.on_tls_handshake_failed();
                     return;
                 }
             };
@@ -125,6 +128,32 @@ pub(crate) async fn connection(
                 tracing::debug!(%error, "Connection ended with an error");
             }
         }
+    }
+}
+
+/// Reports a connection to the observer as open for as long as it lives: every way out of
+/// [`connection`] (an error, the drain, a panic unwinding) reports it closed.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    listener: Listener,
+}
+
+impl OpenConnection {
+    fn new(shared: &Arc<Shared>, listener: Listener) -> OpenConnection {
+        shared.accounting.observer.on_connection_opened(listener);
+        OpenConnection {
+            shared: Arc::clone(shared),
+            listener,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared
+            .accounting
+            .observer
+            .on_connection_closed(self.listener);
     }
 }
 

@@ -6,6 +6,10 @@
 //! connection to finish the request it is serving and close, and waits up to
 //! `timeouts.shutdown_grace` before returning. Whoever owns the process (signal handling,
 //! systemd notify) cancels the token and waits for `run` to return.
+//!
+//! The listening sockets can be replaced while running ([`Listeners::replace`], for a reload
+//! that changed an address): the accept loop switches to the new socket and the old one is
+//! closed; connections accepted on it carry on.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +18,7 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -48,12 +52,54 @@ pub enum ServerError {
 
 /// A bound, not yet running, gateway.
 pub struct Server {
-    http: TcpListener,
-    https: TcpListener,
+    listeners: Listeners,
     http_addr: SocketAddr,
     https_addr: SocketAddr,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+}
+
+/// The listening sockets the accept loops use, replaceable while the server runs. Both
+/// become None when the server drains, which closes them.
+#[derive(Clone)]
+pub struct Listeners {
+    http: Arc<watch::Sender<Option<Arc<TcpListener>>>>,
+    https: Arc<watch::Sender<Option<Arc<TcpListener>>>>,
+}
+
+impl Listeners {
+    fn new(http: TcpListener, https: TcpListener) -> Listeners {
+        let slot = |l| Arc::new(watch::Sender::new(Some(Arc::new(l))));
+        Listeners {
+            http: slot(http),
+            https: slot(https),
+        }
+    }
+
+    fn sender(&self, kind: Listener) -> &watch::Sender<Option<Arc<TcpListener>>> {
+        match kind {
+            Listener::Http => &self.http,
+            Listener::Https => &self.https,
+        }
+    }
+
+    /// Makes `listener` the one `kind` accepts on, from the next accept on; the socket it
+    /// replaces is closed (connections accepted on it carry on). Ignored once draining.
+    pub fn replace(&self, kind: Listener, listener: TcpListener) {
+        self.sender(kind).send_if_modified(|slot| {
+            if slot.is_some() {
+                *slot = Some(Arc::new(listener));
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn close(&self) {
+        self.http.send_replace(None);
+        self.https.send_replace(None);
+    }
 }
 
 impl Server {
@@ -65,6 +111,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let (http, http_addr) = listen("listen.http", settings.listen.http)?;
         let (https, https_addr) = listen("listen.https", settings.listen.https)?;
+        let listeners = Listeners::new(http, https);
         let acceptor = TlsAcceptor::from(tls::server_config(certs)?);
         let snapshot = Snapshot::new(settings, https_addr.port());
         let shared = Arc::new(Shared {
@@ -78,8 +125,7 @@ impl Server {
             ids: RequestIds::new(),
         });
         Ok(Server {
-            http,
-            https,
+            listeners,
             http_addr,
             https_addr,
             shared,
@@ -102,11 +148,15 @@ impl Server {
         self.shared.live.clone()
     }
 
+    /// The listening sockets, for a reload that rebinds one.
+    pub fn listeners(&self) -> Listeners {
+        self.listeners.clone()
+    }
+
     /// Accepts connections until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) {
         let Server {
-            http,
-            https,
+            listeners,
             http_addr,
             https_addr,
             shared,
@@ -115,10 +165,12 @@ impl Server {
         tracing::info!(listener = "http", listener.addr = %http_addr, "Listening");
         tracing::info!(listener = "https", listener.addr = %https_addr, "Listening");
         let graceful = GracefulShutdown::new();
+        let http = listeners.sender(Listener::Http).subscribe();
+        let https = listeners.sender(Listener::Https).subscribe();
         tokio::join!(
-            accept_loop(&http, Listener::Http, &shared, &limit, &graceful, &shutdown),
+            accept_loop(http, Listener::Http, &shared, &limit, &graceful, &shutdown),
             accept_loop(
-                &https,
+                https,
                 Listener::Https,
                 &shared,
                 &limit,
@@ -127,8 +179,7 @@ impl Server {
             ),
         );
         // Closing the listeners first makes new connections fail fast during the drain.
-        drop(http);
-        drop(https);
+        listeners.close();
         let grace = shared.live.load().timeouts.shutdown_grace;
         let open = graceful.count();
         tracing::info!(
@@ -144,7 +195,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    listener: &TcpListener,
+    mut listener: watch::Receiver<Option<Arc<TcpListener>>>,
     kind: Listener,
     shared: &Arc<Shared>,
     limit: &Arc<Semaphore>,
@@ -158,10 +209,15 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
+        let Some(current) = listener.borrow_and_update().clone() else {
+            return;
+        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
+            // A reload replaced the socket: accept on the new one from now on.
+            _ = listener.changed() => continue,
+            r = current.accept() => match r {
                 Ok(pair) => pair,
                 Err(error) => {
                     accept_error(&error).await;
@@ -201,7 +257,12 @@ async fn accept_error(error: &io::Error) {
     }
 }
 
-fn listen(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+/// Binds `addr` the way the server's listeners are bound (dual-stack for `[::]`,
+/// SO_REUSEADDR, a backlog of 1024); `key` names the setting in the error.
+pub fn listen(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
     let err = |source| ServerError::Bind { key, addr, source };
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))

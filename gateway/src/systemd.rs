@@ -90,7 +90,10 @@ impl Notifier {
     ) -> Option<tokio::task::JoinHandle<()>> {
         let every = self.watchdog_interval()?;
         let notifier = self.clone();
-        debug!(interval_ms = every.as_millis() as u64, "Watchdog pings armed");
+        debug!(
+            interval_ms = every.as_millis() as u64,
+            "Watchdog pings armed"
+        );
         Some(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             // After a stall, ping once rather than in a burst.

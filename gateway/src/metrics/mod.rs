@@ -20,86 +20,48 @@ pub use server::serve;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
+
+use crate::access::Decision;
+use crate::observe::{Listener, RequestObserver, RequestRecord};
+use crate::proxy::ErrorKind;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Which public listener a request or connection arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// The plain-HTTP listener (redirects and ACME challenges).
-    Http,
-    /// The TLS listener (proxied requests).
-    Https,
-}
-
-impl Listener {
-    const ALL: [Listener; 2] = [Listener::Http, Listener::Https];
-
-    /// The `listener` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Http => "http",
-            Listener::Https => "https",
-        }
+/// Index into the per-listener arrays.
+fn slot(listener: Listener) -> usize {
+    match listener {
+        Listener::Http => 0,
+        Listener::Https => 1,
     }
 }
 
-/// Why a request to the upstream failed, as the `kind` label says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    /// The connection was refused or the upstream unreachable (a 502).
-    Connect,
-    /// No response within the upstream timeout (a 504).
-    Timeout,
-    /// A connection was made but the exchange broke: reset, malformed response,
-    /// closed mid-body (a 502).
-    Protocol,
-}
+const LISTENERS: [Listener; 2] = [Listener::Http, Listener::Https];
 
-impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 3] = [
-        UpstreamErrorKind::Connect,
-        UpstreamErrorKind::Timeout,
-        UpstreamErrorKind::Protocol,
-    ];
+/// The upstream failures counted in `edge_gateway_upstream_errors_total`, by the `kind` the
+/// access log names. A request body that was too large or broke off is the client's fault,
+/// not the upstream's, and is not among them.
+pub const UPSTREAM_KINDS: [ErrorKind; 7] = [
+    ErrorKind::ConnectRefused,
+    ErrorKind::ConnectTimeout,
+    ErrorKind::Unreachable,
+    ErrorKind::Connect,
+    ErrorKind::Timeout,
+    ErrorKind::Closed,
+    ErrorKind::Protocol,
+];
 
-    /// The `kind` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Protocol => "protocol",
-        }
-    }
-}
-
-/// Why the access filter refused a request, as the `reason` label says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DenyReason {
-    /// The client matched a `[access] deny` range (deny wins over allow).
-    DenyList,
-    /// `[access] allow` is not empty and the client is in none of its ranges.
-    NotAllowed,
-}
-
-impl DenyReason {
-    const ALL: [DenyReason; 2] = [DenyReason::DenyList, DenyReason::NotAllowed];
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::DenyList => "deny_list",
-            DenyReason::NotAllowed => "not_allowed",
-        }
-    }
-}
+/// The refusals counted in `edge_gateway_denied_requests_total`, by the `reason` the access
+/// log names: in a deny range (deny wins over allow), or in no allow range.
+pub const DENY_REASONS: [Decision; 2] = [Decision::Denied, Decision::NotAllowed];
 
 /// How a reload or a renewal ended, as the `result` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Applied (a reload) or issued (a renewal).
     Success,
+    /// Refused or failed; what was in force stays.
     Failure,
 }
 
@@ -132,7 +94,7 @@ pub struct Metrics {
     /// Indexed `[listener][status class]`.
     requests: [[IntCounter; 5]; 2],
     durations: [Histogram; 2],
-    upstream_errors: [IntCounter; 3],
+    upstream_errors: [IntCounter; UPSTREAM_KINDS.len()],
     denied: [IntCounter; 2],
     tls_handshake_failures: IntCounter,
     open_connections: [IntGauge; 2],
@@ -146,7 +108,11 @@ pub struct Metrics {
 /// Builds the families; a failure here is a programming error (a duplicate
 /// name or a bad label), so it panics with the family's name.
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    let name = c.desc().first().map(|d| d.fq_name.clone()).unwrap_or_default();
+    let name = c
+        .desc()
+        .first()
+        .map(|d| d.fq_name.clone())
+        .unwrap_or_default();
     registry
         .register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("registering metric family {name}: {e}"));
@@ -172,7 +138,7 @@ impl Metrics {
             "Requests answered, by listener and status class.",
             &["listener", "class"],
         );
-        let requests = Listener::ALL.map(|l| {
+        let requests = LISTENERS.map(|l| {
             STATUS_CLASSES.map(|class| requests_vec.with_label_values(&[l.as_str(), class]))
         });
 
@@ -186,7 +152,7 @@ impl Metrics {
         )
         .expect("edge_gateway_request_duration_seconds is well formed");
         let durations_vec = register(&registry, durations_vec);
-        let durations = Listener::ALL.map(|l| durations_vec.with_label_values(&[l.as_str()]));
+        let durations = LISTENERS.map(|l| durations_vec.with_label_values(&[l.as_str()]));
 
         let upstream_vec = counter_vec(
             &registry,
@@ -194,8 +160,7 @@ impl Metrics {
             "Requests that failed at the upstream, by kind of failure.",
             &["kind"],
         );
-        let upstream_errors =
-            UpstreamErrorKind::ALL.map(|k| upstream_vec.with_label_values(&[k.as_str()]));
+        let upstream_errors = UPSTREAM_KINDS.map(|k| upstream_vec.with_label_values(&[k.as_str()]));
 
         let denied_vec = counter_vec(
             &registry,
@@ -203,7 +168,7 @@ impl Metrics {
             "Requests refused by the CIDR filter with a 403, by reason.",
             &["reason"],
         );
-        let denied = DenyReason::ALL.map(|r| denied_vec.with_label_values(&[r.as_str()]));
+        let denied = DENY_REASONS.map(|r| denied_vec.with_label_values(&[r.as_str()]));
 
         let tls_handshake_failures = register(
             &registry,
@@ -226,7 +191,7 @@ impl Metrics {
             )
             .expect("edge_gateway_open_connections is well formed"),
         );
-        let open_connections = Listener::ALL.map(|l| open_vec.with_label_values(&[l.as_str()]));
+        let open_connections = LISTENERS.map(|l| open_vec.with_label_values(&[l.as_str()]));
 
         let reloads_vec = counter_vec(
             &registry,
@@ -277,7 +242,10 @@ impl Metrics {
         let build_info = register(
             &registry,
             IntGaugeVec::new(
-                Opts::new("edge_gateway_build_info", "Always 1; the version as a label."),
+                Opts::new(
+                    "edge_gateway_build_info",
+                    "Always 1; the version as a label.",
+                ),
                 &["version"],
             )
             .expect("edge_gateway_build_info is well formed"),
@@ -300,7 +268,8 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request and observes its duration.
+    /// Counts one answered request and observes its duration (request head in to the last
+    /// body byte out).
     ///
     /// A status outside 100..=599 (hyper allows up to 999) is counted as `5xx`:
     /// the class set stays closed, and such a status from the upstream is a
@@ -313,18 +282,23 @@ impl Metrics {
             4 => 3,
             _ => 4,
         };
-        self.requests[listener as usize][class].inc();
-        self.durations[listener as usize].observe(elapsed.as_secs_f64());
+        self.requests[slot(listener)][class].inc();
+        self.durations[slot(listener)].observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a failed exchange with the upstream.
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
-        self.upstream_errors[kind as usize].inc();
+    /// Counts a failed exchange with the upstream; client faults (a body too large or cut
+    /// off) are not counted.
+    pub fn upstream_error(&self, kind: ErrorKind) {
+        if let Some(i) = UPSTREAM_KINDS.iter().position(|k| *k == kind) {
+            self.upstream_errors[i].inc();
+        }
     }
 
-    /// Counts a request refused by the CIDR filter.
-    pub fn denied(&self, reason: DenyReason) {
-        self.denied[reason as usize].inc();
+    /// Counts a request refused by the CIDR filter; `Allowed` counts nothing.
+    pub fn denied(&self, decision: Decision) {
+        if let Some(i) = DENY_REASONS.iter().position(|d| *d == decision) {
+            self.denied[i].inc();
+        }
     }
 
     /// Counts a failed TLS handshake.
@@ -332,13 +306,14 @@ impl Metrics {
         self.tls_handshake_failures.inc();
     }
 
-    /// Counts a connection as open until the returned guard is dropped, so
-    /// that every path out of a connection task (error, panic unwinding,
-    /// shutdown) brings the gauge back down.
-    pub fn connection_opened(&self, listener: Listener) -> ConnectionGuard {
-        let gauge = self.open_connections[listener as usize].clone();
-        gauge.inc();
-        ConnectionGuard { gauge }
+    /// Counts a client connection as open.
+    pub fn connection_opened(&self, listener: Listener) {
+        self.open_connections[slot(listener)].inc();
+    }
+
+    /// Counts a client connection as closed again.
+    pub fn connection_closed(&self, listener: Listener) {
+        self.open_connections[slot(listener)].dec();
     }
 
     /// Records a reload attempt. A success also moves the "config in force
@@ -357,7 +332,8 @@ impl Metrics {
     /// Marks the configuration in force as loaded now (called once at start,
     /// and by [`Metrics::reload`] on success).
     pub fn config_loaded_now(&self) {
-        self.last_reload_success.set(unix_seconds(SystemTime::now()));
+        self.last_reload_success
+            .set(unix_seconds(SystemTime::now()));
     }
 
     /// Sets the expiry of the certificate served for `name`.
@@ -372,10 +348,10 @@ impl Metrics {
     pub fn retain_certificates<'a>(&self, names: impl IntoIterator<Item = &'a str> + Clone) {
         for family in self.certificate_expiry.collect() {
             for metric in family.get_metric() {
-                let Some(label) = metric.get_label().iter().find(|l| l.get_name() == "name") else {
+                let Some(label) = metric.get_label().iter().find(|l| l.name() == "name") else {
                     continue;
                 };
-                let current = label.get_value();
+                let current = label.value();
                 if !names.clone().into_iter().any(|n| n == current) {
                     // The series was just read, so removing it cannot miss.
                     let _ = self.certificate_expiry.remove_label_values(&[current]);
@@ -404,15 +380,29 @@ impl Metrics {
     }
 }
 
-/// Decrements `edge_gateway_open_connections` when the connection ends.
-#[must_use = "the connection counts as open only while the guard lives"]
-pub struct ConnectionGuard {
-    gauge: IntGauge,
-}
+/// The request path's side: each finished request, connection and failed handshake.
+impl RequestObserver for Metrics {
+    fn on_request(&self, record: &RequestRecord, total: Duration) {
+        self.request(record.listener, record.status.as_u16(), total);
+        if let Some(kind) = record.error {
+            self.upstream_error(kind);
+        }
+        // The record carries the decision as the access log's word.
+        if let Some(d) = DENY_REASONS.iter().find(|d| d.as_str() == record.decision) {
+            self.denied(*d);
+        }
+    }
 
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
+    fn on_connection_opened(&self, listener: Listener) {
+        self.connection_opened(listener);
+    }
+
+    fn on_connection_closed(&self, listener: Listener) {
+        self.connection_closed(listener);
+    }
+
+    fn on_tls_handshake_failed(&self) {
+        self.tls_handshake_failed();
     }
 }
 

@@ -84,9 +84,10 @@ pub(super) fn respond(metrics: &Metrics, method: &Method, path: &str) -> Respons
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     if status == StatusCode::METHOD_NOT_ALLOWED {
         response
             .headers_mut()
