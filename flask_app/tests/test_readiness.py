@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 
 import pymysql
@@ -168,3 +171,44 @@ def test_password_changed_under_a_live_pool_is_auth_at_once(app, db, log_lines):
     ended = log_lines.messages("Database outage ended")
     assert [r["kind"] for r in started] == ["auth"], "successes on old connections end nothing"
     assert [r["kind"] for r in ended] == ["auth"]
+
+
+@pytest.fixture
+def relay(db) -> Iterator[int]:
+    """A TCP relay from 127.0.0.2 to the server: the same server, at an address its
+    certificate does not name. Yields the relay's port."""
+    listener = socket.create_server(("127.0.0.2", 0))
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        # Either side ending ends both directions (the other pump then fails on a closed
+        # socket, which is how it stops).
+        with contextlib.suppress(OSError), src, dst:
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed
+            server = socket.create_connection(("127.0.0.1", db.port))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with listener:
+        yield listener.getsockname()[1]
+
+
+def test_server_certificate_for_another_address_is_tls(make_app, db, relay):
+    # The certificate is the lab CA's, but for 127.0.0.1: the app checks the address too.
+    status, body = readyz(make_app(APP_DB_HOST="127.0.0.2", APP_DB_PORT=str(relay)))
+    assert (status, body["kind"]) == (503, "tls")
+    assert "IP address mismatch" in body["error"]
+    # The relay itself works: without the address check, the same login succeeds.
+    unchecked = ssl.create_default_context(cafile=str(db.tls.ca))
+    unchecked.check_hostname = False
+    password = db.web_password_file.read_text().strip()
+    pymysql.connect(host="127.0.0.2", port=relay, user="app", password=password,
+                    ssl=unchecked, connect_timeout=2).close()  # fmt: skip
