@@ -27,7 +27,7 @@ LAB := nat/lab
 TEST_SUITES := test-rust test-flask test-diagnose test-e2e
 
 .PHONY: help deps build venv up down status ctl clean test lint $(TEST_SUITES)
-.PHONY: diagnose fault heal drill
+.PHONY: diagnose fault heal drill test-config
 
 help:
 	@sed -n '1,11s/^# \{0,1\}//p' Makefile
@@ -120,6 +120,16 @@ test-diagnose: venv
 test-e2e: venv
 	@echo; echo "==================== End to end, the lab: pytest tests"
 	$(call run_pytest,tests)
+
+# The systemd units (systemd-analyze verify and security, in a throwaway root) and the
+# Prometheus configuration, alert rules and their unit tests (docs/operations.md).
+TEST_SUITES += test-config
+test-config: deps
+	@echo; echo "==================== systemd units and Prometheus configuration"
+	config/check-units.sh
+	promtool check config config/prometheus.yml
+	promtool check rules config/alerts.yml
+	promtool test rules config/alerts.test.yml
 
 lint: venv
 	@echo "== cargo fmt --check"

@@ -11,6 +11,7 @@ PACKAGES=(
     mariadb-server mariadb-client                       # the database on db
     pebble                                              # the ACME server on acme
     prometheus                                          # metrics on bastion
+    systemd                                             # systemd-analyze: make test-config
     curl openssl                                        # clients, the lab CA
     wrk nghttp2-client nginx                            # benchmarks against nginx
     shellcheck                                          # make lint
