@@ -32,7 +32,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         # The form is valid as long as the session; a page left open for hours still posts.
         WTF_CSRF_TIME_LIMIT=None,
     )
-    # First of the before-request hooks: none may read a chunked body before its size is known.
+    # The before-request hooks run in this order: the request id and start time first, so
+    # that every answer is logged with them; then the body limit, before anything (the CSRF
+    # check reads the form) reads a chunked body whose size is not yet known.
+    logs.init_app(app)
     app.before_request(body.refuse_oversized_stream)
     # Exactly one proxy (the gateway) sits in front: trust one X-Forwarded-For hop, so
     # remote_addr is the client the gateway saw, and X-Forwarded-Proto, so external URLs are
@@ -48,7 +51,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     # this app never grants. So CSRF tokens guard the HTML form only.
     csrf.exempt(api.bp)
 
-    logs.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

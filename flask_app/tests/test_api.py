@@ -178,7 +178,7 @@ def test_chunked_body_over_the_limit_is_413(gunicorn):
     # the size is known only while reading. The body is valid JSON up to the limit and not
     # beyond it: cut at the limit it would be taken as a note.
     base, _ = gunicorn
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", "X-Request-Id": "edge-413"}
 
     def post_chunked(body: bytes) -> requests.Response:
         chunks = (body[i : i + 1024] for i in range(0, len(body), 1024))
@@ -187,6 +187,7 @@ def test_chunked_body_over_the_limit_is_413(gunicorn):
     over = post_chunked(b'{"text": "cut here"}' + b" " * MAX_BODY + b"and more")
     assert over.status_code == 413
     assert over.json() == {"error": f"the body is larger than the limit of {MAX_BODY} bytes"}
+    assert over.headers["X-Request-Id"] == "edge-413", "a refused request keeps its id"
     listed = requests.get(f"{base}/api/notes", timeout=10).json()["notes"]
     assert "cut here" not in [n["text"] for n in listed]
 

@@ -140,3 +140,14 @@ def test_form_line_breaks_count_as_one_character(browser):
     stored = browser.get("/api/notes").get_json()["notes"][0]["text"]
     assert stored == text.replace("\r\n", "\n")
     assert len(stored) == 999
+
+
+def test_refused_form_keeps_the_request_id(browser, log_lines):
+    # The CSRF check runs before the view; the request id must already be taken by then.
+    browser.get("/", base_url=BASE)
+    response = browser.post(
+        "/notes", base_url=BASE, data={"text": "forged"}, headers={"X-Request-Id": "edge-csrf"}
+    )
+    assert response.status_code == 400
+    assert response.headers["X-Request-Id"] == "edge-csrf"
+    assert log_lines.messages("Request")[-1]["request_id"] == "edge-csrf"
