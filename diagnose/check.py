@@ -173,9 +173,22 @@ def db_chain(s: Settings, out: dict[str, Result], counters: dict[str, Any]) -> N
         plain_res, plain_conn = plain.result()
         if plain_conn is not None:
             plain_conn.close()
-        out["login-plain"] = plain_res
+        out["login-plain"] = _plain_as_expected(plain_res, login)
     if conn is not None:
         out["select"] = probes.select_one(conn)
+
+
+def _plain_as_expected(plain: Result, tls: Result) -> Result:
+    """The login without TLS is right to fail; it is the finding when it succeeds."""
+    if plain.outcome == "logged-in":
+        plain.ok = False
+        plain.detail = "the server accepts the app's login WITHOUT TLS"
+    elif tls.ok and plain.outcome in ("auth", "tls-required"):
+        plain.ok = True
+        plain.detail = (
+            f"without TLS the server refuses the same login ({plain.data.get('code')}), as it must"
+        )
+    return plain
 
 
 def gateway_local(url: str, timeout: float) -> Result:

@@ -111,6 +111,20 @@ def decide(
         verdict = rule(r, lab, ctx, app_env, target)
         if verdict is not None:
             return verdict
+    plain = r.get("login-plain")
+    if plain is not None and plain.outcome == "logged-in":
+        return Verdict(
+            "degraded",
+            "mysql-tls",
+            "tls-not-required",
+            f"every layer answers, but MySQL on {target} accepts the app's login without TLS",
+            fix=[
+                (
+                    "require_secure_transport = ON (mysql/server.cnf) and REQUIRE SSL on the "
+                    "account (mysql/grants.sql)"
+                )
+            ],
+        )
     if lab and lab.mysql_exits:
         last = lab.mysql_exits[-1]
         return Verdict(

@@ -55,7 +55,8 @@ def test_healthy_database(mariadb):
     assert report["verdict"]["status"] == "healthy", report["verdict"]
     checks = {c["check"]: c for c in report["checks"]}
     assert checks["login-tls"]["ok"] and checks["select"]["ok"]
-    assert not checks["login-plain"]["ok"]  # the server refuses the app without TLS
+    # Without TLS the server refuses the same login, as it must: that is the good outcome.
+    assert checks["login-plain"]["ok"] and checks["login-plain"]["outcome"] == "auth"
     assert out.returncode == 0
 
 
@@ -95,3 +96,15 @@ def test_unknown_account_host(mariadb):
     finally:
         mariadb.root_sql("RENAME USER 'app'@'10.0.1.99' TO 'app'@'127.0.0.1'")
     assert report["verdict"]["cause"] == "host-not-allowed", report["verdict"]
+
+
+def test_a_server_that_accepts_the_app_without_tls_is_a_finding(mariadb):
+    mariadb.root_sql("SET GLOBAL require_secure_transport = OFF")
+    mariadb.root_sql("ALTER USER 'app'@'127.0.0.1' REQUIRE NONE")
+    try:
+        report = json.loads(diagnose(*db_args(mariadb), "--json").stdout)
+    finally:
+        mariadb.root_sql("ALTER USER 'app'@'127.0.0.1' REQUIRE SSL")
+        mariadb.root_sql("SET GLOBAL require_secure_transport = ON")
+    v = report["verdict"]
+    assert (v["status"], v["cause"]) == ("degraded", "tls-not-required"), v
