@@ -18,6 +18,9 @@
 //! wrong. Validation has no side effects (it opens no file and binds no socket), so a reload
 //! can run it on a new file and keep the running settings when it fails. The certificate and
 //! key files named by `[tls]` are loaded and checked by [`crate::tls`].
+//!
+//! `[tls]` or `[acme]`: one of them is needed. With both, `[acme]` wins: the `[tls]` files are
+//! ignored (a warning says so) and the certificate from the CA is served.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -200,8 +203,9 @@ struct RawLog {
 pub struct Settings {
     /// `[listen]`: the addresses to bind.
     pub listen: Listen,
-    /// `[tls]`: the certificate chain and key files.
-    pub tls: TlsFiles,
+    /// `[tls]`: the certificate chain and key files; None when `[acme]` is set, since the ACME
+    /// certificate wins (a `[tls]` beside `[acme]` is ignored with a warning).
+    pub tls: Option<TlsFiles>,
     /// `[upstream]`: where requests are proxied.
     pub upstream: UpstreamSettings,
     /// `[access]`: who may connect.
@@ -216,8 +220,8 @@ pub struct Settings {
     pub hsts: Hsts,
     /// `[log]`.
     pub log: LogSettings,
-    /// `[acme]` as written, for the ACME module to validate (None when absent).
-    pub acme: Option<config::Value>,
+    /// `[acme]`, validated (None when absent).
+    pub acme: Option<edge_gateway_acme::AcmeSettings>,
     /// Values accepted with a note (a CIDR with host bits set); `check` prints them and `run`
     /// logs them.
     pub warnings: Vec<Warning>,
@@ -420,8 +424,35 @@ impl Settings {
             }
         }
 
-        let cert = v.path("tls.cert", raw.tls.cert, "the PEM certificate chain");
-        let key = v.path("tls.key", raw.tls.key, "the PEM private key");
+        // [acme] wins over [tls]: with both, the files are ignored (and not read).
+        let acme = raw.acme.and_then(|value| v.acme(value));
+        let acme_set = acme.is_some() || v.problems.iter().any(|p| p.key.starts_with("acme"));
+        let tls = match (raw.tls.cert, raw.tls.key) {
+            (None, None) if acme_set => None,
+            (cert, key) if acme_set => {
+                let keys = [
+                    cert.as_ref().map(|_| "tls.cert"),
+                    key.as_ref().map(|_| "tls.key"),
+                ];
+                let keys: Vec<_> = keys.into_iter().flatten().collect();
+                v.warnings.push(Warning {
+                    key: keys.join(", "),
+                    message: "ignored: [acme] is set, and the certificate it gets is served \
+                              for acme.domains"
+                        .to_owned(),
+                });
+                None
+            }
+            (cert, key) => {
+                let cert = v.path(
+                    "tls.cert",
+                    cert,
+                    "the PEM certificate chain (or set [acme])",
+                );
+                let key = v.path("tls.key", key, "the PEM private key (or set [acme])");
+                cert.zip(key).map(|(cert, key)| TlsFiles { cert, key })
+            }
+        };
         let upstream = v.upstream(raw.upstream.url);
 
         let access = AccessSettings {
@@ -527,9 +558,7 @@ impl Settings {
             return Err(v.problems);
         }
         // Every Option below is Some when no problem was recorded.
-        let (Some(http), Some(https), Some(cert), Some(key), Some(upstream)) =
-            (http, https, cert, key, upstream)
-        else {
+        let (Some(http), Some(https), Some(upstream)) = (http, https, upstream) else {
             unreachable!("a missing value is always recorded as a problem");
         };
         Ok(Settings {
@@ -538,7 +567,7 @@ impl Settings {
                 https,
                 metrics,
             },
-            tls: TlsFiles { cert, key },
+            tls,
             upstream,
             access,
             timeouts,
@@ -546,7 +575,7 @@ impl Settings {
             redirect,
             hsts,
             log,
-            acme: raw.acme,
+            acme,
             warnings: v.warnings,
         })
     }
@@ -602,6 +631,23 @@ impl Validator {
                 );
                 None
             }
+        }
+    }
+
+    /// `[acme]`: its own type checks the keys; problems are reported under `acme.KEY`.
+    fn acme(&mut self, value: config::Value) -> Option<edge_gateway_acme::AcmeSettings> {
+        match value.try_deserialize::<edge_gateway_acme::AcmeSettings>() {
+            Err(e) => {
+                self.problem("acme", e.to_string());
+                None
+            }
+            Ok(acme) => match acme.validate() {
+                Ok(()) => Some(acme),
+                Err(e) => {
+                    self.problem(&format!("acme.{}", e.key), e.message);
+                    None
+                }
+            },
         }
     }
 

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod acme;
 pub mod config;
 pub mod metrics;
 pub mod observe;

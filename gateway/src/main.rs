@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edge_gateway::acme::Acme;
 use edge_gateway::config::ConfigError;
 use edge_gateway::metrics::Metrics;
 use edge_gateway::reload::{self, CertificateFacts, Reloader};
 use edge_gateway::systemd::Notifier;
 use edge_gateway::tls::{self, CertResolver};
 use edge_gateway::{Hooks, Server, Settings};
+use edge_gateway_acme::AcmeManager;
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_CONFIG: &str = "/etc/edge-gateway/gateway.toml";
@@ -88,7 +90,15 @@ fn check(path: &Path) -> ExitCode {
     for w in &settings.warnings {
         eprintln!("edge-gateway: {file}: warning: {w}");
     }
-    if let Err(error) = tls::load_certified_key(&settings.tls.cert, &settings.tls.key) {
+    // Exactly one certificate source is in force: [tls] files, or [acme] (which wins).
+    let source = match (&settings.tls, &settings.acme) {
+        (Some(files), _) => tls::load_certified_key(&files.cert, &files.key)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        (None, Some(acme)) => AcmeManager::check(acme).map_err(|e| e.to_string()),
+        (None, None) => Ok(()),
+    };
+    if let Err(error) = source {
         eprintln!("edge-gateway: {file}: {error}");
         eprintln!("edge-gateway: configuration file {file} test failed");
         return ExitCode::FAILURE;
@@ -110,23 +120,35 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!(config.key = %w.key, "{}", w.message);
     }
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-    let key = Arc::new(tls::load_certified_key(
-        &settings.tls.cert,
-        &settings.tls.key,
-    )?);
-    let facts = CertificateFacts::of(&key);
-    if let Some(f) = &facts {
-        f.export(&metrics);
+    let certs = Arc::new(CertResolver::new());
+    let mut facts = None;
+    if let Some(files) = &settings.tls {
+        let key = Arc::new(tls::load_certified_key(&files.cert, &files.key)?);
+        facts = CertificateFacts::of(&key);
+        if let Some(f) = &facts {
+            f.export(&metrics);
+        }
+        certs.set_default(Some(key));
     }
     metrics.config_loaded_now();
-    let certs = Arc::new(CertResolver::with_default(key));
-    let hooks = Hooks {
+    let acme = match settings.acme.clone() {
+        Some(acme) => Some(Acme::new(acme, certs.clone(), metrics.clone()).context("[acme]")?),
+        None => None,
+    };
+    let mut hooks = Hooks {
         observer: metrics.clone(),
         ..Hooks::default()
     };
+    if let Some(acme) = &acme {
+        hooks.challenges = acme.responder();
+    }
     let server = Server::bind(&settings, certs.clone(), hooks)
         .await
         .context("cannot start")?;
+    // The HTTP listener answers challenges from here on: the manager may order.
+    if let Some(acme) = acme {
+        acme.spawn();
+    }
     let shutdown = CancellationToken::new();
     let metrics_listener = match settings.listen.metrics {
         Some(addr) => Some(

@@ -228,7 +228,7 @@ struct Applied {
 struct Prepared {
     settings: Settings,
     /// None under `[acme]`, whose manager installs its own certificates.
-    key: Arc<CertifiedKey>,
+    key: Option<Arc<CertifiedKey>>,
     http: Option<(TcpListener, SocketAddr)>,
     https: Option<(TcpListener, SocketAddr)>,
     metrics: Option<Option<(TcpListener, SocketAddr)>>,
@@ -323,10 +323,10 @@ impl Reloader {
         // threads that serve requests.
         let (settings, key) = tokio::task::spawn_blocking(move || {
             let settings = Settings::load(&path)?;
-            let key = Arc::new(tls::load_certified_key(
-                &settings.tls.cert,
-                &settings.tls.key,
-            )?);
+            let key = match &settings.tls {
+                Some(files) => Some(Arc::new(tls::load_certified_key(&files.cert, &files.key)?)),
+                None => None,
+            };
             Ok::<_, ReloadError>((settings, key))
         })
         .await
@@ -385,10 +385,18 @@ impl Reloader {
             rebound.push("listen.metrics");
         }
 
-        let facts = CertificateFacts::of(&key);
-        self.certs.set_default(Some(key));
+        let facts = key.as_ref().and_then(|key| CertificateFacts::of(key));
+        if let Some(key) = key {
+            self.certs.set_default(Some(key));
+        }
         if let Some(f) = &facts {
             f.export(&self.metrics);
+        }
+        if settings.acme != self.current.acme {
+            tracing::warn!(
+                config.key = "acme",
+                "Changed; takes effect at the next restart"
+            );
         }
         let snapshot = Snapshot::reload(&settings, self.https.port(), &self.live.load());
         self.live.store(Arc::new(snapshot));

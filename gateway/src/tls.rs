@@ -179,7 +179,8 @@ impl CertTable {
     /// The certificate for `sni` (None when the client sent no name).
     ///
     /// Exact name first, then a `*.` wildcard for its parent, then the default; when no default
-    /// is set and exactly one name is installed, that one.
+    /// is set, exactly one name is installed and the client sent no name, that one. A name
+    /// with no entry and no default gets nothing (the handshake is refused with an alert).
     pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         if let Some(name) = sni {
             if let Some(k) = self.by_name.get(name) {
@@ -194,7 +195,7 @@ impl CertTable {
         if let Some(k) = &self.default {
             return Some(k);
         }
-        if self.by_name.len() == 1 {
+        if sni.is_none() && self.by_name.len() == 1 {
             return self.by_name.values().next();
         }
         None
@@ -295,7 +296,11 @@ impl ResolvesServerCert for CertResolver {
             _ => table.lookup(sni).cloned(),
         };
         if key.is_none() {
-            tracing::debug!(tls.sni = sni, "No certificate for this name");
+            // rustls answers with an alert; this line says which name was asked for.
+            tracing::info!(
+                tls.sni = sni.unwrap_or("-"),
+                "No certificate for this name; handshake refused"
+            );
         }
         key
     }

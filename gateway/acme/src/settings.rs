@@ -17,7 +17,8 @@ pub struct AcmeSettings {
     /// Contact URLs for the account (`mailto:ops@example.com`); may be empty.
     #[serde(default)]
     pub contact: Vec<String>,
-    /// The directory holding the account key and the certificate (mode 0700).
+    /// The directory holding the account key and the certificate (mode 0700); a relative path
+    /// is taken from the working directory.
     pub storage: PathBuf,
     /// PEM bundle of CA certificates trusted for the directory's HTTPS; when unset, the
     /// system's roots are trusted.
@@ -124,19 +125,22 @@ impl AcmeSettings {
                 ));
             }
         }
-        if !self.storage.is_absolute() {
+        // Relative paths are taken from the working directory, as `[tls]` paths are.
+        if self.storage.as_os_str().is_empty() {
             return Err(invalid(
                 "storage",
-                format!("{:?} must be an absolute path", self.storage),
+                "is empty (the directory for keys and certificates)",
             ));
         }
-        if let Some(bundle) = &self.ca_bundle {
-            if !bundle.is_absolute() {
-                return Err(invalid(
-                    "ca_bundle",
-                    format!("{bundle:?} must be an absolute path"),
-                ));
-            }
+        if self
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|b| b.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "ca_bundle",
+                "is empty (leave it out to trust the system's roots)",
+            ));
         }
         if self.retry_initial.is_zero() {
             return Err(invalid("retry_initial", "must be longer than zero"));

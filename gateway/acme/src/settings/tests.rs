@@ -91,8 +91,8 @@ fn each_bad_value_names_its_key() {
          (write \"mailto:ops@example.com\")"
     );
     assert_eq!(
-        error_of(|s| s.storage = "acme".into()),
-        "acme.storage: \"acme\" must be an absolute path"
+        error_of(|s| s.storage = "".into()),
+        "acme.storage: is empty (the directory for keys and certificates)"
     );
     assert_eq!(
         error_of(|s| s.retry_max = Duration::from_secs(1)),
