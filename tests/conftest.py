@@ -58,7 +58,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".lab"
 LOGS = STATE / "logs"
-CA = STATE / "ca" / "ca.pem"
+# The gateway's certificate comes from Pebble (ACME); this bundle holds the lab CA and every
+# Pebble root (nat/lab/pebble.sh), the way a client's store holds the public CAs.
+CA = STATE / "ca" / "trust.pem"
 LOCK = Path("/run/edge-lab.lock")
 SUPERVISOR_CONF = ROOT / "nat" / "lab" / "supervisord.conf"
 HOSTS = ("router", "office", "outsider", "acme", "web", "bastion", "db")

@@ -56,3 +56,6 @@ make_ca
 chmod 0755 "$CA_DIR"
 issue "$LAB_STATE/web/tls/fullchain.pem" "$LAB_STATE/web/tls/privkey.pem" "DNS:app.example.com"
 issue "$LAB_STATE/db/server.pem" "$LAB_STATE/db/server-key.pem" "IP:10.0.2.10,DNS:db"
+# Pebble's own HTTPS (its ACME directory on the acme host); the gateway trusts it through
+# acme.ca_bundle.
+issue "$LAB_STATE/acme/pebble.pem" "$LAB_STATE/acme/pebble-key.pem" "IP:203.0.113.50,DNS:acme"

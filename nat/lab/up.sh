@@ -12,7 +12,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 READY_TIMEOUT=${LAB_READY_TIMEOUT:-120}
-CA="$LAB_STATE/ca/ca.pem"
+# What the lab's clients trust for app.example.com: the lab CA and every root Pebble has had
+# (the gateway's certificate comes from Pebble; nat/lab/pebble.sh keeps this file).
+TRUST="$LAB_STATE/ca/trust.pem"
 
 check_tools() {
     local tool missing=()
@@ -36,7 +38,7 @@ programs() {
 probe_mysql() { on web nc -z -w 1 10.0.2.10 3306; }
 probe_app() { on web curl -fs -m 2 -o /dev/null http://127.0.0.1:8000/healthz; }
 probe_gateway() {
-    on office curl -sS -m 3 --cacert "$CA" -o /dev/null -w '%{http_code}' \
+    on office curl -sS -m 3 --cacert "$TRUST" -o /dev/null -w '%{http_code}' \
         https://app.example.com/ 2>/dev/null | grep -qx 200
 }
 probe_prometheus() { on bastion curl -fs -m 2 -o /dev/null http://127.0.0.1:9090/-/ready; }
@@ -135,6 +137,9 @@ prepare_state() {
     install -d -m 0755 "$LAB_STATE" "$LAB_LOGS" "$LAB_STATE/bastion"
     install -d -m 0700 "$LAB_STATE/web"
     "$LAB_ROOT/nat/lab/pki.sh"
+    # Pebble keeps nothing between starts (a new root, no accounts): a new lab starts with no
+    # Pebble root trusted and no certificate stored, and the gateway orders one at start.
+    rm -f "$TRUST" "$LAB_STATE/web/acme/certificate.pem"
     # The running copy, which drills may edit; a new lab starts from the file in nat/lab/.
     install -m 0600 "$LAB_ROOT/nat/lab/gateway.toml" "$LAB_STATE/web/gateway.toml"
     [[ -x $LAB_ROOT/target/release/edge-gateway ]] \
@@ -158,8 +163,8 @@ start_supervisor() {
 print_next() {
     cat <<MSG
 lab: up. Try:
-  ip netns exec office curl --cacert .lab/ca/ca.pem https://app.example.com/
-  ip netns exec outsider curl --cacert .lab/ca/ca.pem https://app.example.com/   (403)
+  ip netns exec office curl --cacert .lab/ca/trust.pem https://app.example.com/
+  ip netns exec outsider curl --cacert .lab/ca/trust.pem https://app.example.com/   (403)
   ip netns exec office curl -i http://app.example.com/any/path?q=1               (redirect)
   make status                 hosts, services, reachability
   nat/lab/ctl.sh status       the lab's systemctl (stop mysql: nat/lab/ctl.sh stop mysql)

@@ -1,0 +1,98 @@
+"""The gateway's certificate comes from Pebble on the acme host, through the router's NAT.
+
+Pebble (nat/lab/pebble.sh) validates HTTP-01 on 198.51.100.10:80, which the router forwards to
+the gateway's HTTP listener; the gateway's [acme] section (nat/lab/gateway.toml) orders the
+certificate for app.example.com at start. Here office checks what it is served against
+Pebble's root alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+
+def pebble_root(lab) -> str:
+    """Pebble's current root, as its management interface gives it (fresh at every start)."""
+    out = lab.run("acme", "curl", "-fsSk", "-m", "5", "https://203.0.113.50:15000/roots/0")
+    assert "BEGIN CERTIFICATE" in out.stdout
+    return out.stdout
+
+
+def test_office_gets_a_chain_that_verifies_against_pebbles_root(lab, tmp_path):
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble_root(lab))
+    # openssl verifies the chain against that root alone, and the name.
+    out = lab.run(
+        "office",
+        "openssl",
+        "s_client",
+        "-connect",
+        "app.example.com:443",
+        "-servername",
+        "app.example.com",
+        "-verify_hostname",
+        "app.example.com",
+        "-CAfile",
+        str(root),
+        "-verify_return_error",
+        "-showcerts",
+        input="",
+        timeout=20,
+    )
+    text = out.stdout
+    assert "Verify return code: 0 (ok)" in text, text + out.stderr
+    assert re.search(r"issuer=.*Pebble Intermediate", text), text
+    # The same with curl, which also checks the name: the page is served over it.
+    out = lab.run(
+        "office",
+        "curl",
+        "-sS",
+        "-m",
+        "10",
+        "--cacert",
+        str(root),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://app.example.com/",
+    )
+    assert out.stdout == "200", out.stderr
+
+
+def test_the_gateway_logged_each_step_of_the_order(lab):
+    lines = [
+        json.loads(line)
+        for line in lab.log("gateway").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    messages = [line.get("message", "") for line in lines]
+    served = [m for m in messages if m.startswith("Certificate installed")]
+    assert served, "\n".join(messages[-30:])
+    # A certificate stored by an earlier lab is reused without an order; a new lab orders one.
+    if not any(m.startswith("Using the stored certificate") for m in messages):
+        for step in (
+            "Order created for app.example.com",
+            "Challenge ready: http-01 for app.example.com",
+            "Validated app.example.com",
+            "Certificate issued, serial",
+            "Renewal due at",
+        ):
+            assert any(m.startswith(step) for m in messages), (step, messages[-30:])
+
+
+def test_unknown_names_get_an_alert(lab):
+    out = lab.run(
+        "office",
+        "openssl",
+        "s_client",
+        "-connect",
+        "app.example.com:443",
+        "-servername",
+        "other.example.com",
+        input="",
+        timeout=20,
+        check=False,
+    )
+    assert "alert access denied" in (out.stdout + out.stderr), out.stdout + out.stderr
