@@ -242,27 +242,41 @@ def public_checks(s: Settings) -> list[Result]:
 
 
 def gather_lab(s: Settings) -> lab.LabEvidence:
+    """One batch of read-only commands per host, side by side, and the supervisor."""
     ev = lab.LabEvidence()
-    jobs = {
-        "db_input": lambda: lab.iptables("db", "filter", "INPUT"),
-        "router_forward": lambda: lab.iptables("router", "filter", "FORWARD"),
-        "router_prerouting": lambda: lab.iptables("router", "nat", "PREROUTING"),
-        "db_listeners": lambda: lab.listeners("db"),
-        "router_ip_forward": lambda: lab.sysctl("router", "net.ipv4.ip_forward"),
-        "db_netem": lambda: lab.qdiscs("db"),
+    db_cmds = [
+        lab.iptables_argv("filter", "INPUT"),
         # Where the kernel has no netem, a delay is a user-space NFQUEUE (diagnose.delayer).
-        "db_queues": lambda: [
-            r for r in lab.iptables("db", "mangle", "OUTPUT") if r.target == "NFQUEUE"
-        ],
-        "web_routes": lambda: lab.routes("web"),
-        "programs": lab.supervisor_status,
-        "mysql_exits": lambda: lab.unexpected_exits("mysql"),
-        "log_errors": lab.last_error_lines,
-    }
+        lab.iptables_argv("mangle", "OUTPUT"),
+        ["ss", "-ltnpH"],
+        ["tc", "qdisc", "show"],
+    ]
+    router_cmds = [
+        lab.iptables_argv("filter", "FORWARD"),
+        lab.iptables_argv("nat", "PREROUTING"),
+        ["sysctl", "-n", "net.ipv4.ip_forward"],
+    ]
     with ThreadPoolExecutor(4) as pool:
-        futures = {name: pool.submit(fn) for name, fn in jobs.items()}
-        for name, fut in futures.items():
-            setattr(ev, name, fut.result())
+        db = pool.submit(lab.batch, "db", db_cmds)
+        router = pool.submit(lab.batch, "router", router_cmds)
+        programs = pool.submit(lab.supervisor_status)
+        logs = pool.submit(lab.last_error_lines)
+        # This process runs on web: its routes need no hop.
+        ev.web_routes = lab.routes(None)
+        ev.mysql_exits = lab.unexpected_exits("mysql")
+        db_input, db_mangle, ss, tc = db.result()
+        fwd, prerouting, ip_forward = router.result()
+        ev.programs = programs.result()
+        ev.log_errors = logs.result()
+    ev.db_input = lab.parse_iptables(db_input, "filter", "INPUT")
+    ev.db_queues = [
+        r for r in lab.parse_iptables(db_mangle, "mangle", "OUTPUT") if r.target == "NFQUEUE"
+    ]
+    ev.db_listeners = lab.parse_listeners(ss)
+    ev.db_netem = [line.strip() for line in tc.splitlines() if "netem" in line]
+    ev.router_forward = lab.parse_iptables(fwd, "filter", "FORWARD")
+    ev.router_prerouting = lab.parse_iptables(prerouting, "nat", "PREROUTING")
+    ev.router_ip_forward = ip_forward.strip() or None
     ev.gateway_allow = lab.gateway_allow(ev.programs)
     return ev
 

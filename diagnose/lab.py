@@ -8,11 +8,15 @@ the runbook (docs/troubleshooting.md) gives the commands for it.
 from __future__ import annotations
 
 import calendar
+import http.client
 import os
 import re
+import shlex
+import socket
 import subprocess
 import time
 import tomllib
+import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB_STATE = ROOT / ".lab"
 LAB_LOGS = LAB_STATE / "logs"
 SUPERVISOR_CONF = ROOT / "nat" / "lab" / "supervisord.conf"
+SUPERVISOR_SOCKET = "/run/edge-lab/supervisor.sock"  # [unix_http_server] of that file
 
 
 def run(host: str | None, *argv: str, timeout: float = 2.0) -> subprocess.CompletedProcess:
@@ -67,13 +72,14 @@ class Rule:
 _POLICY = re.compile(r"^Chain (\S+) \(policy (\S+) (\d+) packets")
 
 
-def iptables(host: str, table: str, chain: str) -> list[Rule]:
-    """The rules of one chain with their packet counters (`iptables -L -v -n -x`)."""
-    out = run(
-        host, "iptables", "-w", "1", "-t", table, "-L", chain, "-v", "-n", "-x", "--line-numbers"
-    )
+def iptables_argv(table: str, chain: str) -> list[str]:
+    return ["iptables", "-w", "1", "-t", table, "-L", chain, "-v", "-n", "-x", "--line-numbers"]
+
+
+def parse_iptables(text: str, table: str, chain: str) -> list[Rule]:
+    """The rules of one chain with their packet counters, from `iptables -L -v -n -x`."""
     rules: list[Rule] = []
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         policy = _POLICY.match(line)
         if policy:
             rules.append(Rule(table, chain, 0, int(policy.group(3)), policy.group(2), ""))
@@ -88,18 +94,39 @@ def iptables(host: str, table: str, chain: str) -> list[Rule]:
     return rules
 
 
+def iptables(host: str, table: str, chain: str) -> list[Rule]:
+    return parse_iptables(run(host, *iptables_argv(table, chain)).stdout, table, chain)
+
+
+_SEPARATOR = "@@diagnose-next@@"
+
+
+def batch(host: str, commands: list[list[str]], timeout: float = 3.0) -> list[str]:
+    """Several read-only commands on a host for the price of one `ip netns exec`: the
+    output of each, in order (empty for one that failed)."""
+    script = f"; echo {_SEPARATOR}; ".join(shlex.join(c) + " 2>/dev/null" for c in commands)
+    out = run(host, "sh", "-c", script, timeout=timeout).stdout
+    parts = [part.strip("\n") for part in out.split(_SEPARATOR + "\n")]
+    return parts + [""] * (len(commands) - len(parts))
+
+
+# The chains a connection to MySQL crosses, per host.
+COUNTED_CHAINS = {
+    "db": [("filter", "INPUT")],
+    "router": [("filter", "FORWARD"), ("nat", "PREROUTING")],
+}
+
+
 def snapshot_counters() -> dict[str, dict[str, int]]:
     """Packet counters of the chains a connection to MySQL crosses."""
-    chains = {
-        "db": [("filter", "INPUT")],
-        "router": [("filter", "FORWARD"), ("nat", "PREROUTING")],
-    }
     snap: dict[str, dict[str, int]] = {}
-    for host, pairs in chains.items():
-        snap[host] = {}
-        for table, chain in pairs:
-            for rule in iptables(host, table, chain):
-                snap[host][rule.key] = rule.pkts
+    for host, pairs in COUNTED_CHAINS.items():
+        texts = batch(host, [iptables_argv(t, c) for t, c in pairs])
+        snap[host] = {
+            rule.key: rule.pkts
+            for (table, chain), text in zip(pairs, texts, strict=True)
+            for rule in parse_iptables(text, table, chain)
+        }
     return snap
 
 
@@ -136,11 +163,10 @@ class Listener:
         return f"{self.addr}:{self.port} ({self.process or '?'})"
 
 
-def listeners(host: str) -> list[Listener]:
-    """TCP listening sockets on a host (`ss -ltnp`)."""
-    out = run(host, "ss", "-ltnpH")
+def parse_listeners(text: str) -> list[Listener]:
+    """TCP listening sockets, from `ss -ltnpH`."""
     found = []
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         cols = line.split()
         if len(cols) < 4:
             continue
@@ -148,6 +174,10 @@ def listeners(host: str) -> list[Listener]:
         proc = re.search(r'users:\(\("([^"]+)"', line)
         found.append(Listener(addr.strip("[]"), int(port), proc.group(1) if proc else ""))
     return found
+
+
+def listeners(host: str) -> list[Listener]:
+    return parse_listeners(run(host, "ss", "-ltnpH").stdout)
 
 
 def sysctl(host: str, key: str) -> str | None:
@@ -181,18 +211,41 @@ class Program:
         return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def supervisor_status() -> dict[str, Program]:
-    """Each lab service and its state, as the lab's supervisor reports it."""
-    out = run(None, "supervisorctl", "-c", str(SUPERVISOR_CONF), "status", timeout=3)
+class _UnixTransport(xmlrpc.client.Transport):
+    """XML-RPC over the supervisor's unix socket, as supervisorctl speaks it."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__()
+        self.path = path
+        self.timeout = timeout
+
+    def make_connection(self, host: str) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("localhost", timeout=self.timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        conn.sock = sock
+        return conn
+
+
+def supervisor_status(timeout: float = 2.0) -> dict[str, Program]:
+    """Each lab service and its state, as the lab's supervisor reports it.
+
+    Asked over its socket (the API supervisorctl uses) rather than by starting
+    supervisorctl, a Python program whose start-up alone costs a good part of a second.
+    """
+    proxy = xmlrpc.client.ServerProxy(
+        "http://localhost/RPC2", transport=_UnixTransport(SUPERVISOR_SOCKET, timeout)
+    )
+    try:
+        infos = proxy.supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error):
+        return {}
     programs = {}
-    for line in out.stdout.splitlines():
-        cols = line.split(None, 2)
-        if len(cols) < 2:
-            continue
-        desc = cols[2] if len(cols) > 2 else ""
-        pid = re.search(r"pid (\d+)", desc)
-        name = cols[0].split(":")[-1]
-        programs[name] = Program(name, cols[1], desc, int(pid.group(1)) if pid else None)
+    for info in infos:
+        pid = info.get("pid") or None
+        desc = info.get("description", "")
+        programs[info["name"]] = Program(info["name"], info["statename"], desc, pid)
     return programs
 
 
