@@ -272,6 +272,15 @@ fn check_states_which_of_tls_and_acme_wins() {
         "{out}"
     );
 
+    let (ok, out) = run(format!("{base}{acme}challenge = \"tls-alpn-01\"\n"));
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "acme.challenge: \"tls-alpn-01\" is not served by the HTTPS listener; use \"http-01\""
+        ),
+        "{out}"
+    );
+
     let (ok, out) = run(format!("{base}{acme}contacts = []\n"));
     assert!(!ok);
     assert!(out.contains("acme: unknown field `contacts`"), "{out}");
