@@ -24,6 +24,9 @@ from diagnose.drills import run_drill
 from diagnose.faults import DROP_RULE, FAULTS, Fault, _delete, _insert
 from diagnose.labctl import LabError, program_pid
 
+# Faults that stop requests before they reach the gateway.
+PATH_FAULTS = {"route-missing", "forwarding-off", "dnat-missing"}
+
 
 def _explain(res) -> str:
     v = res.verdict
@@ -43,7 +46,15 @@ def test_drill_names_the_cause_and_heals(lab, name):
     assert res.verdict.get("status") == fault.status, _explain(res)
     assert not res.errors, _explain(res)
     assert res.healthy_after == [], _explain(res)
-    assert (res.folder / "postmortem.md").read_text().startswith("# Post-mortem")
+    # The impact is counted: by the client always, by the gateway's access log when the
+    # requests reach it (a broken path stops them before).
+    assert res.impact["client_failed"] > 0, res.impact
+    if name in PATH_FAULTS:
+        assert res.impact["never_reached_gateway"] > 0, res.impact
+    else:
+        assert res.impact["gateway_failed"] > 0, res.impact
+    draft = (res.folder / "postmortem.md").read_text()
+    assert draft.startswith("# Post-mortem") and "## Action items" in draft
 
 
 def test_db_latency_is_slow_not_down(lab):
