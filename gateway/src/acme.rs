@@ -10,7 +10,7 @@ use bytes::Bytes;
 use edge_gateway_acme::{AcmeError, AcmeEvent, AcmeManager, AcmeSettings, ChallengeStore, Issued};
 
 use crate::metrics::{Metrics, Outcome};
-use crate::tls::CertResolver;
+use crate::tls::{AlpnChallenges, CertResolver};
 use crate::ChallengeResponder;
 
 /// Answers HTTP-01 from the manager's challenge store (an atomic load per request).
@@ -22,6 +22,16 @@ impl ChallengeResponder for StoreResponder {
         self.0
             .http01(token)
             .map(|answer| Bytes::copy_from_slice(answer.as_bytes()))
+    }
+}
+
+/// Answers TLS-ALPN-01 from the same store (an atomic load per validation handshake).
+#[derive(Debug)]
+pub struct AlpnResponder(pub Arc<ChallengeStore>);
+
+impl AlpnChallenges for AlpnResponder {
+    fn certificate(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.tls_alpn01(name)
     }
 }
 
@@ -44,6 +54,9 @@ impl Acme {
     ) -> Result<Acme, AcmeError> {
         let store = ChallengeStore::new();
         let names = settings.names();
+        if settings.challenge == edge_gateway_acme::ChallengeKind::TlsAlpn01 {
+            certs.set_alpn_challenges(Arc::new(AlpnResponder(store.clone())));
+        }
         let manager = AcmeManager::new(settings, store.clone())?;
         let acme = Acme {
             manager,

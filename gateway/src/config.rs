@@ -642,15 +642,6 @@ impl Validator {
                 None
             }
             Ok(acme) => match acme.validate() {
-                // Known shortcoming: the HTTPS listener does not offer acme-tls/1, so a
-                // tls-alpn-01 order could only fail; refused here rather than at the CA.
-                Ok(()) if acme.challenge == edge_gateway_acme::ChallengeKind::TlsAlpn01 => {
-                    self.problem(
-                        "acme.challenge",
-                        "\"tls-alpn-01\" is not served by the HTTPS listener; use \"http-01\"",
-                    );
-                    None
-                }
                 Ok(()) => Some(acme),
                 Err(e) => {
                     self.problem(&format!("acme.{}", e.key), e.message);

@@ -216,10 +216,21 @@ impl fmt::Debug for CertTable {
     }
 }
 
+/// The ALPN protocol of ACME TLS-ALPN-01 validations (RFC 8737); browsers never offer it.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Pending TLS-ALPN-01 answers: the challenge certificate for a name, if one is pending.
+pub trait AlpnChallenges: Send + Sync + 'static {
+    /// The self-signed challenge certificate for `name`.
+    fn certificate(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+}
+
 /// The swappable certificate resolver handed to rustls.
 #[derive(Default)]
 pub struct CertResolver {
     table: ArcSwap<CertTable>,
+    /// Set once by ACME when `acme.challenge` is tls-alpn-01.
+    alpn_challenges: std::sync::OnceLock<Arc<dyn AlpnChallenges>>,
 }
 
 impl CertResolver {
@@ -265,6 +276,12 @@ impl CertResolver {
         });
     }
 
+    /// Answers handshakes that offer `acme-tls/1` from `challenges` (set once; later calls
+    /// are ignored).
+    pub fn set_alpn_challenges(&self, challenges: Arc<dyn AlpnChallenges>) {
+        let _ = self.alpn_challenges.set(challenges);
+    }
+
     /// Replaces the whole table at once.
     pub fn replace(&self, table: CertTable) {
         self.table.store(Arc::new(table));
@@ -286,8 +303,24 @@ impl fmt::Debug for CertResolver {
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.table.load();
         let sni = hello.server_name();
+        // A CA validating TLS-ALPN-01 offers acme-tls/1 alone; it gets the challenge
+        // certificate or nothing, never the site's.
+        if let Some(challenges) = self.alpn_challenges.get() {
+            if hello
+                .alpn()
+                .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN))
+            {
+                let key = sni.and_then(|name| challenges.certificate(name));
+                tracing::info!(
+                    tls.sni = sni.unwrap_or("-"),
+                    answered = key.is_some(),
+                    "TLS-ALPN-01 validation handshake"
+                );
+                return key;
+            }
+        }
+        let table = self.table.load();
         // rustls hands SNI over lower-cased already; this only guards the exceptional case.
         let key = match sni {
             Some(n) if n.bytes().any(|b| b.is_ascii_uppercase()) => {
@@ -306,13 +339,14 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The server configuration: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1`.
+/// The server configuration: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1` (and
+/// `acme-tls/1` last, chosen only by a client that offers nothing else we speak).
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }

@@ -72,6 +72,8 @@ pub struct Pebble {
     pub management_port: u16,
     /// The port Pebble sends HTTP-01 validations to.
     pub http_port: u16,
+    /// The port Pebble sends TLS-ALPN-01 validations to.
+    pub tls_port: u16,
     pub dns_port: u16,
     pebble: Option<Child>,
     dns: Child,
@@ -97,8 +99,13 @@ impl Pebble {
         std::fs::write(dir.join("tls-cert.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.join("tls-key.pem"), leaf_key.serialize_pem()).unwrap();
 
-        let (acme_port, management_port, http_port, dns_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (acme_port, management_port, http_port, tls_port, dns_port) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let validity = validity
             .map(|v| format!(",\n    \"certificateValidityPeriod\": {v}"))
             .unwrap_or_default();
@@ -119,7 +126,6 @@ impl Pebble {
 }}
 "#,
                 tls = dir.display(),
-                tls_port = free_port(),
             ),
         )
         .unwrap();
@@ -141,6 +147,7 @@ impl Pebble {
             acme_port,
             management_port,
             http_port,
+            tls_port,
             dns_port,
             pebble: None,
             dns,
