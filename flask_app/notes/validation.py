@@ -7,7 +7,8 @@ from typing import Any
 # Characters, as the schema's VARCHAR(1000) counts them (code points).
 MAX_TEXT = 1000
 # Largest request body accepted (Flask's MAX_CONTENT_LENGTH): a 1000-character note is at most
-# 6 kB of JSON even with every character escaped as \uXXXX, so 16 KiB leaves room for that.
+# 12 kB of JSON even with every character escaped (\uXXXX, or a surrogate pair \uXXXX\uXXXX
+# for one beyond the BMP), so 16 KiB leaves room for that.
 MAX_BODY = 16 * 1024
 
 
