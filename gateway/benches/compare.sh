@@ -87,7 +87,8 @@ http {
     keepalive_requests 1000000;
     upstream app {
         server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 256;
+        # Per worker: 2 x 512 idle upstream connections, as the gateway's 1024 below.
+        keepalive 512;
     }
     server {
         # "listen ... http2" rather than "http2 on": Debian 12 ships nginx 1.22.
@@ -129,7 +130,8 @@ url = "http://127.0.0.1:$UPSTREAM_PORT"
 allow = ["127.0.0.0/8"]
 
 [limits]
-upstream_max_idle = 256
+# As many idle upstream connections as nginx keeps (h2load runs 500 streams at once).
+upstream_max_idle = 1024
 
 [log]
 level = "warn"
@@ -138,6 +140,13 @@ EOF
     "$ROOT/target/release/edge-gateway" run --config "$WORK/gateway.toml" \
         2>"$WORK/gateway.log" &
     PIDS+=("$!")
+}
+
+port_is_free() {
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        echo "compare.sh: port $1 is already in use; stop what listens there first" >&2
+        exit 1
+    fi
 }
 
 wait_for_port() {
@@ -157,7 +166,7 @@ run_wrk() {
     local url="$1"
     shift
     local out
-    out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
+    out="$(timeout $((DURATION + 30)) wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
     echo "$out" >>"$WORK/raw.txt"
     awk '
         /Requests\/sec:/ { rps = $2 }
@@ -173,7 +182,7 @@ run_h2load() {
     local url="$1"
     shift
     local out
-    out="$(h2load -c"$CONNECTIONS" -m10 -t2 -D"$DURATION" "$@" "$url")"
+    out="$(timeout $((DURATION + 30)) h2load -c"$CONNECTIONS" -m10 -t2 -D"$DURATION" "$@" "$url")"
     echo "$out" >>"$WORK/raw.txt"
     awk '
         /^finished in/ { rps = $4 }
@@ -191,6 +200,10 @@ main() {
     need wrk
     need h2load
     need openssl
+    local port
+    for port in "$UPSTREAM_PORT" "$GATEWAY_PORT" "$GATEWAY_HTTP_PORT" "$NGINX_PORT"; do
+        port_is_free "$port"
+    done
     (cd "$ROOT" && cargo build --release -p edge-gateway --bin edge-gateway)
     make_certificate
     start_upstream
@@ -227,16 +240,16 @@ main() {
 
     echo
     echo "edge-gateway vs nginx, loopback, $(nproc) cores, ${DURATION}s per run, $CONNECTIONS connections"
-    printf '\n%-34s %12s %10s %10s %10s\n' "wrk" "req/s" "p50" "p90" "p99"
+    printf '\n%-34s %12s %10s %10s %10s\n' "wrk (direct: plain HTTP)" "req/s" "p50" "p90" "p99"
     for name in gateway nginx direct; do
         read -r -a g <<<"${KA[$name]}"
-        printf '%-34s %12s %10s %10s %10s\n' "$name, HTTPS keep-alive" "${g[@]}"
+        printf '%-34s %12s %10s %10s %10s\n' "$name, keep-alive" "${g[@]}"
     done
     for name in gateway nginx direct; do
         read -r -a g <<<"${CL[$name]}"
         printf '%-34s %12s %10s %10s %10s\n' "$name, new connection per request" "${g[@]}"
     done
-    printf '\n%-34s %12s %10s %10s\n' "h2load (-m10)" "req/s" "mean" "max"
+    printf '\n%-34s %12s %10s %10s\n' "h2load -m10 (direct: HTTP/1.1)" "req/s" "mean" "max"
     for name in gateway nginx direct; do
         read -r -a g <<<"${H2[$name]}"
         printf '%-34s %12s %10s %10s\n' "$name" "${g[@]}"
