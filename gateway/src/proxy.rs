@@ -9,6 +9,17 @@
 //!
 //! Failures are [`ProxyError`]s whose [`ErrorKind`] is found from the error's type (walking
 //! `source()`), never from its text.
+//!
+//! Known shortcomings:
+//! - hyper-util's legacy client keeps its pool behind a mutex, taken on every checkout and
+//!   return; under many cores that lock is contended (nothing of ours is locked).
+//! - Each request crosses from the client connection's task to the pooled upstream
+//!   connection's task and back, where nginx stays in one event loop; on the benchmark this
+//!   costs throughput on keep-alive HTTPS (see `gateway/benches/compare.sh`).
+//! - Upgraded tunnels (WebSocket) run in their own tasks, outside the graceful drain: at
+//!   shutdown they are cut when the grace period ends or the process exits.
+//! - WebSocket over HTTP/2 (extended CONNECT, RFC 8441) is not passed on; clients fall back
+//!   to HTTP/1.1 upgrades, which are.
 
 use std::error::Error as StdError;
 use std::io;
