@@ -383,8 +383,15 @@ def mysql_login(target: DbTarget, tls: bool, timeout: float) -> tuple[Result, An
     data = {"cipher": None}
     cipher = None
     if tls:
-        cipher_row = _one(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-        cipher = cipher_row[1] if cipher_row else None
+        # From the TLS socket itself: asking the server (SHOW STATUS LIKE 'Ssl_cipher')
+        # would cost a round trip, which on a slow link is most of the budget. PyMySQL keeps
+        # the socket as `_sock`; without it, ask the server after all.
+        sock = getattr(conn, "_sock", None)
+        if isinstance(sock, ssl.SSLSocket) and sock.cipher():
+            cipher = sock.cipher()[0]
+        else:
+            row = _one(conn, "SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            cipher = row[1] if row else None
         data["cipher"] = cipher
     how = f"over TLS ({cipher})" if tls else "without TLS"
     detail = f"logged in as {target.user!r} to {target.database!r} {how}"
