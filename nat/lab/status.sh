@@ -5,7 +5,9 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-CA="$LAB_STATE/ca/ca.pem"
+# What the lab's clients trust: the lab CA and Pebble's roots (nat/lab/pebble.sh keeps it).
+CA="$LAB_STATE/ca/trust.pem"
+[[ -s $CA ]] || CA="$LAB_STATE/ca/ca.pem"
 
 # The host a program runs on, read from its `command = ip netns exec HOST ...` line.
 program_host() {
