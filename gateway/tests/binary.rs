@@ -102,3 +102,29 @@ async fn access_lines_are_structured() {
     assert_eq!(lines[1]["http.status"], 301);
     assert_eq!(lines[1]["listener"], "http");
 }
+
+#[tokio::test]
+async fn an_upstream_failure_is_logged_with_the_upstream_and_the_kind() {
+    let (dir, pki) = (TempDir::new(), Pki::new());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = Config::new(&format!("http://127.0.0.1:{port}"), &dir, &pki);
+    cfg.extra = "[log]\nformat = \"json\"\n".into();
+    let path = dir.write("gateway.toml", &cfg.render());
+    let (p, _http, https) = Process::run(&path);
+    assert_eq!(https_get(&pki, None, https, "/").await.status, 502);
+    wait_for_line(&p, "Upstream request failed").await;
+    let line: serde_json::Value = p
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "Upstream request failed")
+        .unwrap();
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["upstream"], format!("127.0.0.1:{port}"));
+    assert_eq!(line["error.kind"], "connect-refused");
+    wait_for_line(&p, r#""error.kind":"connect-refused","#).await;
+}
