@@ -149,3 +149,6 @@ impl Issued {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,7 +164,7 @@ impl AcmeManager {
                     _ => sleep_until(due).await,
                 }
             }
-            match self.order(current.as_deref()).await {
+            match self.order_surviving_nonces(current.as_deref()).await {
                 Ok(issued) => {
                     failures = 0;
                     self.adopt(issued, &install);
@@ -551,13 +551,49 @@ impl AcmeManager {
     /// `retry_initial × 2^(n-1)`, at most `retry_max`, then scaled by a random factor in
     /// [0.5, 1) so that many gateways failing together do not retry together.
     fn backoff(&self, failures: u32) -> Duration {
-        let base = self
-            .settings
-            .retry_initial
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.settings.retry_max);
-        base.mul_f64(0.5 + random_fraction() / 2.0)
+        backoff(
+            self.settings.retry_initial,
+            self.settings.retry_max,
+            failures,
+            random_fraction(),
+        )
     }
+
+    /// [`AcmeManager::order`], started again at once when the CA rejected a nonce more often
+    /// in a row than instant-acme retries (3): Pebble rejects 5% of them on purpose, and such
+    /// a rejection says nothing about the CA's health.
+    async fn order_surviving_nonces(
+        &self,
+        replacing: Option<&Issued>,
+    ) -> Result<Issued, AcmeError> {
+        let mut restarts = 0;
+        loop {
+            match self.order(replacing).await {
+                Err(AcmeError::Ca {
+                    problem_type: Some(kind),
+                    ..
+                }) if kind == BAD_NONCE && restarts < 3 => {
+                    restarts += 1;
+                    warn!(
+                        restarts,
+                        "The CA rejected nonces repeatedly; starting the order again"
+                    );
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
+
+/// `initial × 2^(failures-1)`, at most `max`, scaled by `0.5 + fraction / 2` (fraction in
+/// [0, 1)): exponential backoff with jitter that never waits less than half the step.
+fn backoff(initial: Duration, max: Duration, failures: u32, fraction: f64) -> Duration {
+    let step = initial
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(max);
+    step.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
 }
 
 /// Challenge answers put up for one order, taken down when it is settled either way.
@@ -639,3 +675,6 @@ async fn sleep_until(at: SystemTime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
