@@ -68,6 +68,17 @@ lock_held_by_ancestor() {
     return 1
 }
 
+# close_lock_fds: close every descriptor of this shell open on the lab lock, so that a daemon
+# started from it does not keep the lock held (flock(1) leaves its descriptor inheritable).
+close_lock_fds() {
+    local fd
+    for fd in "/proc/$BASHPID/fd"/*; do
+        if [[ $(readlink "$fd" 2>/dev/null) == "$LAB_LOCK" ]]; then
+            eval "exec ${fd##*/}>&-"
+        fi
+    done
+}
+
 # with_lab_lock: take the lab lock for the rest of this script, unless a caller holds it.
 # Waits its turn when another user of the machine holds it, and says so.
 with_lab_lock() {

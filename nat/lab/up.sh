@@ -151,13 +151,18 @@ prepare_state() {
 start_supervisor() {
     install -d -m 0700 "$LAB_RUN"
     printf '%s\n' "$LAB_ROOT" >"$LAB_RUN/root"
-    # 9>&-: the daemon must not inherit the lab lock and hold it after this script ends.
-    supervisord -c "$LAB_SUPERVISOR_CONF" 9>&-
+    # The daemon must not inherit the lab lock (ours on fd 9, or the one `flock LOCK make up`
+    # took on a descriptor of its own) and hold it after this script ends.
+    # Nor this script's output: a pipe it kept open (`make up | tail`) would never end.
+    (
+        close_lock_fds
+        exec supervisord -c "$LAB_SUPERVISOR_CONF" </dev/null >>"$LAB_LOGS/supervisord.out" 2>&1
+    )
     for _ in $(seq 1 50); do
         supervisor_running && return 0
         sleep 0.1
     done
-    die "supervisord did not start; see $LAB_LOGS/supervisord.log"
+    die "supervisord did not start; see $LAB_LOGS/supervisord.out and supervisord.log"
 }
 
 print_next() {
