@@ -34,8 +34,8 @@ Using it from a test::
         lab.log("gateway").read_text()                # a service's log file
 
 Names and addresses are those of the topology (README.md); paths are in ``lab.root``,
-``lab.state`` (``.lab``), ``lab.logs`` and ``lab.ca`` (the lab CA that signed the gateway's
-certificate). A test that breaks the lab must heal it before it returns (try/finally); the
+``lab.state`` (``.lab``), ``lab.logs`` and ``lab.ca`` (what the lab's clients trust: the lab
+CA, which signed MariaDB's certificate, and Pebble's roots, for the gateway's). A test that breaks the lab must heal it before it returns (try/finally); the
 fixture does not rebuild the lab between tests. ``lab.down()`` and ``lab.up()`` rebuild it
 for tests of the builder itself.
 """
