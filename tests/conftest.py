@@ -35,8 +35,9 @@ Using it from a test::
 
 Names and addresses are those of the topology (README.md); paths are in ``lab.root``,
 ``lab.state`` (``.lab``), ``lab.logs`` and ``lab.ca`` (what the lab's clients trust: the lab
-CA, which signed MariaDB's certificate, and Pebble's roots, for the gateway's). A test that breaks the lab must heal it before it returns (try/finally); the
-fixture does not rebuild the lab between tests. ``lab.down()`` and ``lab.up()`` rebuild it
+CA, which signed MariaDB's certificate, and Pebble's roots, for the gateway's). A test that
+breaks the lab must heal it before it returns (try/finally); the fixture does not rebuild the
+lab between tests. ``lab.down()`` and ``lab.up()`` rebuild it
 for tests of the builder itself.
 """
 
