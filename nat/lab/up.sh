@@ -143,7 +143,7 @@ prepare_state() {
     # The running copy, which drills may edit; a new lab starts from the file in nat/lab/.
     install -m 0600 "$LAB_ROOT/nat/lab/gateway.toml" "$LAB_STATE/web/gateway.toml"
     [[ -x $LAB_ROOT/target/release/edge-gateway ]] \
-        || die "no target/release/edge-gateway: build it first (make up does: cargo build --release)"
+        || die "no target/release/edge-gateway: build it (make up runs cargo build --release)"
     make_secret_key
     provision_db
 }
