@@ -302,10 +302,11 @@ impl Body for Recorded {
 pub fn init_logging(
     settings: &LogSettings,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::builder().parse(v)?,
-        _ => EnvFilter::builder().parse(&settings.level)?,
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => v,
+        _ => settings.level.clone(),
     };
+    let filter = EnvFilter::builder().parse(quiet_rustls(&directives))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -320,5 +321,18 @@ pub fn init_logging(
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
+    }
+}
+
+/// rustls warns, once per handshake, about clients that put an IP address in SNI (wrk and
+/// other tools do); that is the client's fault and no operator's concern, so rustls is held
+/// to errors unless the filter names it.
+fn quiet_rustls(directives: &str) -> String {
+    if directives.contains("rustls") {
+        directives.to_owned()
+    } else if directives.trim().is_empty() {
+        "rustls=error".to_owned()
+    } else {
+        format!("{directives},rustls=error")
     }
 }
