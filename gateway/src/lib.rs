@@ -15,6 +15,7 @@
 //!   listener.
 //! - [`reload`]: SIGHUP rereads the file and swaps the new state in whole, or changes nothing.
 //! - [`systemd`]: the notify protocol (`READY=1`, `RELOADING=1`, `STOPPING=1`, watchdog).
+//! - [`watch`]: `run --watch`, a reload on each settled change of the configuration file.
 //!
 //! # Seams for the parts built on this core
 //!
@@ -52,6 +53,7 @@ pub mod server;
 pub mod state;
 pub mod systemd;
 pub mod tls;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -45,6 +45,9 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also reload when the file changes (watching its directory), not only on SIGHUP.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a configuration, its certificate and key, and exit: 0 if valid, 1 if not.
     ///
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => match run(&config) {
+        Command::Run { config, watch } => match run(&config, watch) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("edge-gateway: {error:#}");
@@ -108,7 +111,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(path: &Path) -> anyhow::Result<()> {
+async fn run(path: &Path, watch: bool) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // First of all: SIGHUP's default action would end the process.
     let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -172,7 +175,12 @@ async fn run(path: &Path) -> anyhow::Result<()> {
         notifier: notifier.clone(),
         shutdown: shutdown.clone(),
     });
-    tokio::spawn(reloader.run(hangups));
+    let changes = if watch {
+        Some(edge_gateway::watch::spawn(path, shutdown.clone())?)
+    } else {
+        None
+    };
+    tokio::spawn(reloader.run(hangups, changes));
     tokio::spawn(stop_on_signal(shutdown.clone(), notifier.clone()));
     notifier.spawn_watchdog(shutdown.clone().cancelled_owned());
     // Listeners bound, certificate loaded: serving from here on.

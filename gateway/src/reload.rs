@@ -254,9 +254,20 @@ impl Reloader {
         }
     }
 
-    /// Reloads on every SIGHUP until shutdown.
-    pub async fn run(mut self, mut hangups: tokio::signal::unix::Signal) {
+    /// Reloads on every SIGHUP, and on every settled change of the file when `changes` is
+    /// given ([`crate::watch`]), until shutdown.
+    pub async fn run(
+        mut self,
+        mut hangups: tokio::signal::unix::Signal,
+        mut changes: Option<tokio::sync::mpsc::Receiver<()>>,
+    ) {
         loop {
+            let changed = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 got = hangups.recv() => {
@@ -264,9 +275,17 @@ impl Reloader {
                         return;
                     }
                     tracing::info!(signal = "SIGHUP", "Reloading the configuration");
-                    self.reload().await;
+                }
+                got = changed => {
+                    if got.is_none() {
+                        // The watch ended; SIGHUP still works.
+                        changes = None;
+                        continue;
+                    }
+                    tracing::info!(config.file = %self.path.display(), "File changed; reloading");
                 }
             }
+            self.reload().await;
         }
     }
 

@@ -211,6 +211,16 @@ impl Gateway {
     /// Writes the certificate and a configuration with `access`, starts the daemon with
     /// `NOTIFY_SOCKET` (and `WATCHDOG_USEC` when given), and waits for `READY=1`.
     pub async fn start(upstream: SocketAddr, access: &str, watchdog_usec: Option<u64>) -> Gateway {
+        Gateway::start_with(upstream, access, watchdog_usec, &[]).await
+    }
+
+    /// As [`Gateway::start`], with more arguments after `run --config FILE`.
+    pub async fn start_with(
+        upstream: SocketAddr,
+        access: &str,
+        watchdog_usec: Option<u64>,
+        args: &[&str],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new();
         let leaf = pki.leaf(2031);
@@ -224,6 +234,7 @@ impl Gateway {
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
+            .args(args)
             .env("NOTIFY_SOCKET", &notify.path)
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
@@ -327,6 +338,24 @@ impl Gateway {
     /// A TLS client for this gateway's certificate.
     pub fn client(&self, source: Ipv4Addr) -> Client {
         Client::new(&self.pki, self.ports.https, source)
+    }
+
+    /// Scrapes until `series` reads `value`, and returns that scrape. For what is counted as
+    /// a connection ends: the client may see the close a moment before the server's task has
+    /// counted it. Fails the test after [`PATIENCE`].
+    pub async fn scrape_until(&self, series: &str, value: f64) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let text = self.scrape().await;
+            if sample(&text, series) == Some(value) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} never read {value}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `GET /metrics` on the metrics listener, as text.

@@ -308,3 +308,53 @@ async fn a_reload_swaps_the_certificate_for_new_handshakes_and_keeps_open_connec
         .contains("refused"));
     assert_eq!(client.peer_certificate().await, renewed.der);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_a_replaced_file_is_reloaded_without_a_signal() {
+    let upstream = Upstream::start().await;
+    let access = r#"allow = ["127.0.0.0/8"]"#;
+    let gw = Gateway::start_with(upstream.addr, access, None, &["--watch"]).await;
+    let client = gw.client(OFFICE);
+    let mut open = client.connect().await.unwrap();
+    assert_eq!(get(&mut open, "/").await.unwrap().0, StatusCode::OK);
+
+    // Another file in the directory changing is no reason to reload.
+    std::fs::write(gw.dir.path().join("unrelated.txt"), "x").unwrap();
+    // The file replaced by a rename, as editors and tools do: reloaded with no SIGHUP.
+    gw.write_config(&gw.config_with_access(r#"allow = ["127.0.0.2/32"]"#));
+    let (reloading, skipped) = gw.notify.until("RELOADING=1").await;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert!(field(&reloading, "MONOTONIC_USEC").is_some());
+    let (ready, _) = gw.notify.until("READY=1").await;
+    assert!(
+        !field(&ready, "STATUS")
+            .unwrap_or_default()
+            .contains("refused"),
+        "{ready}"
+    );
+    assert_eq!(get(&mut open, "/").await.unwrap().0, StatusCode::FORBIDDEN);
+
+    // A broken file written in place: refused, the last good one stays.
+    std::fs::write(&gw.config, "[access\n").unwrap();
+    gw.notify.until("RELOADING=1").await;
+    let (ready, _) = gw.notify.until("READY=1").await;
+    assert!(
+        field(&ready, "STATUS")
+            .unwrap_or_default()
+            .contains("refused"),
+        "{ready}"
+    );
+    let other = gw.client(OTHER).get_once("/").await.unwrap().0;
+    assert_eq!(other, StatusCode::OK);
+    // One settled change, one reload each time: two in all.
+    let text = gw.scrape().await;
+    let success = sample(
+        &text,
+        r#"edge_gateway_config_reloads_total{result="success"}"#,
+    );
+    let failure = sample(
+        &text,
+        r#"edge_gateway_config_reloads_total{result="failure"}"#,
+    );
+    assert_eq!((success, failure), (Some(1.0), Some(1.0)), "{text}");
+}
