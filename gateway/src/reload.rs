@@ -1,5 +1,5 @@
-//! Hot reload: SIGHUP rereads the configuration file and swaps the new state in whole, or
-//! changes nothing.
+//! Hot reload: SIGHUP (or, with `run --watch`, a change of the file: [`crate::watch`])
+//! rereads the configuration file and swaps the new state in whole, or changes nothing.
 //!
 //! A reload runs in steps, and only the last one changes anything:
 //!
