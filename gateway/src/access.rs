@@ -1,10 +1,11 @@
 //! CIDR access control: allow, deny (deny wins), and which peers are trusted proxies.
 //!
-//! All rules live in one binary prefix trie over 128-bit keys. IPv4 rules and addresses are
-//! stored in the IPv4-mapped range (`::ffff:0:0/96`), so an IPv4-mapped IPv6 peer, as a
-//! dual-stack `[::]` listener reports it, meets the same nodes as a plain IPv4 peer. A lookup
-//! walks at most 128 nodes whatever the number of rules, and takes no lock: the trie is
-//! immutable, and a reload builds a new one.
+//! The rules live in two binary prefix tries, one per address family. An IPv4-mapped IPv6
+//! peer, as a dual-stack `[::]` listener reports it, is looked up as IPv4, and a rule written
+//! inside `::ffff:0:0/96` is stored as the IPv4 rule it names. An IPv6 rule wider than that
+//! range (`::/0`, `::/8`) holds IPv6 addresses only, as `ipnet` would have it: IPv4 clients
+//! do not fall under it. A lookup walks at most 128 nodes whatever the number of rules, and
+//! takes no lock: the tries are immutable, and a reload builds new ones.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -58,7 +59,8 @@ pub struct Client {
 /// The compiled access rules.
 #[derive(Debug, Clone)]
 pub struct AccessRules {
-    trie: Trie,
+    v4: Trie,
+    v6: Trie,
     allow_all: bool,
     any_trusted: bool,
 }
@@ -66,18 +68,23 @@ pub struct AccessRules {
 impl AccessRules {
     /// Compiles the rules of `[access]`.
     pub fn new(settings: &AccessSettings) -> AccessRules {
-        let mut trie = Trie::default();
-        for net in &settings.allow {
-            trie.insert(*net, ALLOW);
-        }
-        for net in &settings.deny {
-            trie.insert(*net, DENY);
-        }
-        for net in &settings.trusted_proxies {
-            trie.insert(*net, TRUSTED);
+        let (mut v4, mut v6) = (Trie::default(), Trie::default());
+        let lists = [
+            (&settings.allow, ALLOW),
+            (&settings.deny, DENY),
+            (&settings.trusted_proxies, TRUSTED),
+        ];
+        for (nets, flag) in lists {
+            for net in nets {
+                match net_key(*net) {
+                    (Family::V4, bits, len) => v4.insert(bits, len, flag),
+                    (Family::V6, bits, len) => v6.insert(bits, len, flag),
+                }
+            }
         }
         AccessRules {
-            trie,
+            v4,
+            v6,
             allow_all: settings.allow.is_empty(),
             any_trusted: !settings.trusted_proxies.is_empty(),
         }
@@ -85,7 +92,14 @@ impl AccessRules {
 
     /// Decides on one (already canonical or not) address.
     pub fn decide(&self, ip: IpAddr) -> Decision {
-        self.decision_for(self.trie.lookup(key(ip)))
+        self.decision_for(self.flags(ip))
+    }
+
+    fn flags(&self, ip: IpAddr) -> u8 {
+        match canonical(ip) {
+            IpAddr::V4(v4) => self.v4.lookup(u128::from(u32::from(v4)) << 96),
+            IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
+        }
     }
 
     fn decision_for(&self, flags: u8) -> Decision {
@@ -100,7 +114,7 @@ impl AccessRules {
 
     /// Whether `ip` is in `trusted_proxies`.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.any_trusted && self.trie.lookup(key(ip)) & TRUSTED != 0
+        self.any_trusted && self.flags(ip) & TRUSTED != 0
     }
 
     /// Finds the client behind `peer`: the peer itself, unless the peer is a trusted proxy, in
@@ -162,19 +176,28 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-const MAPPED: u128 = 0xffff_u128 << 32;
-
-fn key(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => MAPPED | u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
+enum Family {
+    V4,
+    V6,
 }
 
-fn net_key(net: IpNet) -> (u128, u8) {
+/// A rule as (family, bits left-aligned in 128, prefix length); a rule inside
+/// `::ffff:0:0/96` is the IPv4 rule it names.
+fn net_key(net: IpNet) -> (Family, u128, u8) {
     match net {
-        IpNet::V4(n) => (key(IpAddr::V4(n.network())), n.prefix_len() + 96),
-        IpNet::V6(n) => (key(IpAddr::V6(n.network())), n.prefix_len()),
+        IpNet::V4(n) => (
+            Family::V4,
+            u128::from(u32::from(n.network())) << 96,
+            n.prefix_len(),
+        ),
+        IpNet::V6(n) => match n.network().to_ipv4_mapped() {
+            Some(v4) if n.prefix_len() >= 96 => (
+                Family::V4,
+                u128::from(u32::from(v4)) << 96,
+                n.prefix_len() - 96,
+            ),
+            _ => (Family::V6, u128::from(n.network()), n.prefix_len()),
+        },
     }
 }
 
@@ -196,8 +219,7 @@ impl Default for Trie {
 }
 
 impl Trie {
-    fn insert(&mut self, net: IpNet, flag: u8) {
-        let (bits, len) = net_key(net);
+    fn insert(&mut self, bits: u128, len: u8, flag: u8) {
         let mut node = 0usize;
         for depth in 0..len {
             let bit = ((bits >> (127 - depth)) & 1) as usize;
@@ -275,6 +297,34 @@ mod tests {
         let r = rules(&[], &["0.0.0.0/0"], &[]);
         assert_eq!(r.decide("::1".parse().unwrap()), Decision::Allowed);
         assert_eq!(r.decide("192.0.2.1".parse().unwrap()), Decision::Denied);
+    }
+
+    #[test]
+    fn wide_ipv6_rules_hold_no_ipv4_clients_and_mapped_rules_are_ipv4_rules() {
+        // ::/0 and ::/8 contain ::ffff:0:0/96 as bits, but not IPv4 addresses.
+        let r = rules(&["::/0"], &["::/8"], &[]);
+        assert_eq!(r.decide("2001:db8::1".parse().unwrap()), Decision::Allowed);
+        assert_eq!(r.decide("::1".parse().unwrap()), Decision::Denied);
+        assert_eq!(r.decide("192.0.2.1".parse().unwrap()), Decision::NotAllowed);
+        assert_eq!(
+            r.decide("::ffff:192.0.2.1".parse().unwrap()),
+            Decision::NotAllowed
+        );
+        // A rule written in the mapped range is the IPv4 rule it names, /96 is all of IPv4.
+        let r = rules(&["::ffff:192.0.2.0/120"], &["::ffff:0:0/96"], &[]);
+        assert_eq!(r.decide("192.0.2.1".parse().unwrap()), Decision::Denied);
+        let r = rules(&["::ffff:192.0.2.0/120"], &[], &[]);
+        assert_eq!(r.decide("192.0.2.1".parse().unwrap()), Decision::Allowed);
+        assert_eq!(r.decide("192.0.3.1".parse().unwrap()), Decision::NotAllowed);
+        // /32 and /128 rules are single addresses; 0.0.0.0/0 is IPv4 only.
+        let r = rules(&["0.0.0.0/0"], &["192.0.2.1/32", "2001:db8::1/128"], &[]);
+        assert_eq!(r.decide("192.0.2.1".parse().unwrap()), Decision::Denied);
+        assert_eq!(r.decide("192.0.2.2".parse().unwrap()), Decision::Allowed);
+        assert_eq!(
+            r.decide("2001:db8::2".parse().unwrap()),
+            Decision::NotAllowed
+        );
+        assert_eq!(r.decide("2001:db8::1".parse().unwrap()), Decision::Denied);
     }
 
     #[test]
