@@ -352,6 +352,8 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes the hop-by-hop headers of RFC 9110 section 7.6.1: those named by `Connection`, and
 /// `Connection`, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+/// `Host` is never removed, even when `Connection` names it: without it the upstream would
+/// see the pool's `127.0.0.1:8000` as the request's host.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -360,6 +362,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|name| name != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);

@@ -83,6 +83,23 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
 }
 
 #[tokio::test]
+async fn a_connection_header_naming_host_does_not_remove_it() {
+    let (gw, pki, _up, _dir) = setup("").await;
+    let req = Request::get("/headers")
+        .header("host", "app.example.com")
+        .header("connection", "host, x-forwarded-host")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
+    let mut sender = h1(tls).await;
+    let got = send(&mut sender, req).await;
+    assert_eq!(got.status, 200);
+    let seen = Seen::parse(&got.body);
+    assert_eq!(seen.one("host"), Some("app.example.com"));
+    assert_eq!(seen.one("x-forwarded-host"), Some("app.example.com"));
+}
+
+#[tokio::test]
 async fn a_refused_upstream_is_502() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
