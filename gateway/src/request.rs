@@ -11,10 +11,14 @@
 //!    calls the metrics observer when the body is done.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -23,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
@@ -80,9 +85,10 @@ pub(crate) async fn connection(
                 tls_version: None,
             });
             let service = service_fn(move |req| http_request(shared.clone(), conn.clone(), req));
+            let io = FirstByteDeadline::new(stream, snapshot.timeouts.header_read);
             let serving = snapshot
                 .http
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(error) = watcher.watch(serving).await {
                 tracing::debug!(%error, "Connection ended with an error");
             }
@@ -121,13 +127,98 @@ pub(crate) async fn connection(
                 tls_version,
             });
             let service = service_fn(move |req| https_request(shared.clone(), conn.clone(), req));
+            let io = FirstByteDeadline::new(tls, snapshot.timeouts.header_read);
             let serving = snapshot
                 .http
-                .serve_connection_with_upgrades(TokioIo::new(tls), service);
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(error) = watcher.watch(serving).await {
                 tracing::debug!(%error, "Connection ended with an error");
             }
         }
+    }
+}
+
+/// A connection's I/O whose first bytes must arrive within `timeouts.header_read`.
+///
+/// hyper-util's auto builder reads the first bytes itself, to tell HTTP/1.1 from HTTP/2,
+/// before hyper's header timeout starts: without this, a client that connects (or finishes
+/// its handshake) and sends nothing holds a slot of `limits.max_connections` for ever, and a
+/// few such clients, denied or not, lock everyone out. Once a byte has come, hyper's HTTP/1.1
+/// header timeout bounds every request head, keep-alive waits included.
+///
+/// Known shortcoming: HTTP/2 has no such bound after its preface; an HTTP/2 connection that
+/// sends no request stays open, holding its slot, until the client closes it.
+struct FirstByteDeadline<T> {
+    io: T,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> FirstByteDeadline<T> {
+    fn new(io: T, within: Duration) -> FirstByteDeadline<T> {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired = match &mut this.deadline {
+                    Some(deadline) => deadline.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if expired {
+                    tracing::debug!("No request within the header timeout");
+                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

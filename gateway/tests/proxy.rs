@@ -267,6 +267,30 @@ async fn a_client_sending_headers_too_slowly_is_cut_off() {
     assert!(closed.is_ok(), "the silent TLS connection was left open");
 }
 
+#[tokio::test]
+async fn connections_that_send_nothing_are_cut_off_and_free_the_connection_limit() {
+    let extra = "[timeouts]\nheader_read = \"1s\"\n\n[limits]\nmax_connections = 2\n";
+    let (gw, pki, _up, _dir) = setup(extra).await;
+    // Two silent connections, from a denied address even, take every slot...
+    let denied = Some("127.0.0.3".parse().unwrap());
+    let mut silent = vec![
+        tcp_from(denied, gw.http).await,
+        tcp_from(denied, gw.https).await,
+    ];
+    // ...until the header timeout closes them; then others are served.
+    assert_eq!(common::http_get(None, gw.http, "/").await.status, 301);
+    let mut rest = Vec::new();
+    for tcp in &mut silent {
+        let closed = tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a silent connection was left open");
+    }
+    // A TLS connection that finishes its handshake and then sends no request is closed too.
+    let mut tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
+    let closed = tokio::time::timeout(common::PATIENCE, tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent TLS connection was left open");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 #[derive(Default)]
 struct Collect(Mutex<Vec<RequestRecord>>);
 
