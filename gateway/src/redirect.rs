@@ -120,7 +120,9 @@ pub fn split_host(authority: &str) -> Result<&str, HostError> {
     };
     if let Some(port) = port {
         // An empty port is allowed by RFC 3986; anything else must be a 16-bit number.
-        if !port.is_empty() && (port.len() > 5 || port.parse::<u16>().is_err()) {
+        // (`u16::from_str` alone takes a leading `+`.)
+        let digits = port.bytes().all(|b| b.is_ascii_digit());
+        if !port.is_empty() && (!digits || port.len() > 5 || port.parse::<u16>().is_err()) {
             return Err(HostError::Malformed);
         }
     }
@@ -160,7 +162,18 @@ mod tests {
         assert_eq!(split_host("203.0.113.1"), Ok("203.0.113.1"));
         assert_eq!(split_host("a.b:"), Ok("a.b"));
         for bad in [
-            "", "a b", "[::1", "[zz]:1", "a:b:c", "x:99999", "-a.b", "a..b", "a/b",
+            "",
+            "a b",
+            "[::1",
+            "[zz]:1",
+            "a:b:c",
+            "x:99999",
+            "-a.b",
+            "a..b",
+            "a/b",
+            "a.b:+80",
+            "[::1]:+80",
+            "a.b:-1",
         ] {
             assert!(split_host(bad).is_err(), "{bad:?} accepted");
         }
