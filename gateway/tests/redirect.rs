@@ -174,10 +174,13 @@ async fn challenges_pass_the_redirect_and_the_filter() {
     assert!(text.contains("not in an allowed range"), "{text}");
 }
 
-struct OneToken;
+/// Answers `tok123`, and keeps every token it is asked for.
+#[derive(Default)]
+struct OneToken(std::sync::Mutex<Vec<String>>);
 
 impl ChallengeResponder for OneToken {
     fn respond(&self, token: &str) -> Option<Bytes> {
+        self.0.lock().unwrap().push(token.to_owned());
         (token == "tok123").then(|| Bytes::from_static(b"tok123.thumbprint"))
     }
 }
@@ -187,8 +190,9 @@ async fn a_plugged_in_responder_answers_its_tokens() {
     let (dir, pki) = (TempDir::new(), Pki::new());
     let mut cfg = Config::new("http://127.0.0.1:9", &dir, &pki);
     cfg.access = r#"deny = ["0.0.0.0/0", "::/0"]"#.into();
+    let responder = Arc::new(OneToken::default());
     let hooks = Hooks {
-        challenges: Arc::new(OneToken),
+        challenges: responder.clone(),
         ..Hooks::default()
     };
     let gw = Gateway::start_with(&cfg, hooks).await;
@@ -199,16 +203,28 @@ async fn a_plugged_in_responder_answers_its_tokens() {
     .await;
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("tok123.thumbprint"), "{text}");
-    let (status, _, _) = ask(
-        &gw,
-        "GET /.well-known/acme-challenge/other HTTP/1.1\r\nHost: app.example.com",
-    )
-    .await;
-    assert_eq!(status, 404);
-    let (status, _, _) = ask(
-        &gw,
-        "GET /.well-known/acme-challenge/../../etc HTTP/1.1\r\nHost: app.example.com",
-    )
-    .await;
-    assert_eq!(status, 404);
+    // Under the prefix, whatever the token, the answer is 404 (never 403, never a redirect);
+    // a token that is not base64url never reaches the responder.
+    for path in [
+        "other",
+        "../../etc",
+        "%2e%2e/x",
+        "tok123/",
+        "tok123%00",
+        "tok.123",
+        "",
+    ] {
+        let head = format!("GET /.well-known/acme-challenge/{path} HTTP/1.1\r\nHost: a.b");
+        let (status, location, text) = ask(&gw, &head).await;
+        assert_eq!((status, location), (404, None), "{path:?}: {text}");
+    }
+    assert_eq!(*responder.0.lock().unwrap(), ["tok123", "other"]);
+    // Only the prefix with its slash escapes the filter.
+    for path in [
+        "/.well-known/acme-challenge",
+        "/.well-known/acme-challengeX/tok123",
+    ] {
+        let (status, _, text) = ask(&gw, &format!("GET {path} HTTP/1.1\r\nHost: a.b")).await;
+        assert_eq!(status, 403, "{path}: {text}");
+    }
 }
