@@ -125,8 +125,9 @@ class OutageLog:
     """Logs a database outage once when it starts and once when it ends (per process).
 
     Requests and /readyz report each failure and success, and each new connection; only a
-    change of state is logged, so an outage is two log lines, not a traceback per request. Gunicorn workers are separate processes:
-    each one logs the outages it sees, and its lines carry its pid.
+    change of state is logged, so an outage is two log lines, not a traceback per request.
+    Gunicorn workers are separate processes: each one logs the outages it sees, and its lines
+    carry its pid.
     """
 
     def __init__(self, target: str) -> None:

@@ -351,7 +351,10 @@ def log_lines(app: Flask) -> Iterator[LogLines]:
 
 
 def gunicorn_command(port: int) -> list[str]:
-    """The lab's gunicorn command line (the contract of flask_app/README.md), bound to `port`; run it from REPO."""
+    """The lab's gunicorn command line (the contract of flask_app/README.md), bound to `port`.
+
+    Run it from REPO.
+    """
     return [
         str(Path(sys.executable).with_name("gunicorn")),
         "-c", "flask_app/gunicorn.conf.py",

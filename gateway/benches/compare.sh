@@ -166,7 +166,8 @@ run_wrk() {
     local url="$1"
     shift
     local out
-    out="$(timeout $((DURATION + 30)) wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
+    out="$(timeout $((DURATION + 30)) \
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")"
     echo "$out" >>"$WORK/raw.txt"
     awk '
         /Requests\/sec:/ { rps = $2 }
@@ -239,7 +240,8 @@ main() {
     done
 
     echo
-    echo "edge-gateway vs nginx, loopback, $(nproc) cores, ${DURATION}s per run, $CONNECTIONS connections"
+    echo "edge-gateway vs nginx, loopback, $(nproc) cores," \
+        "${DURATION}s per run, $CONNECTIONS connections"
     printf '\n%-34s %12s %10s %10s %10s\n' "wrk (direct: plain HTTP)" "req/s" "p50" "p90" "p99"
     for name in gateway nginx direct; do
         read -r -a g <<<"${KA[$name]}"

@@ -32,7 +32,8 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 build_gateway() {
@@ -88,7 +89,8 @@ PY
     https_port=$(free_port)
     metrics_port=$(free_port)
     {
-        printf '[listen]\nhttp = "127.0.0.1:%s"\nhttps = "127.0.0.1:%s"\n' "$http_port" "$https_port"
+        printf '[listen]\nhttp = "127.0.0.1:%s"\n' "$http_port"
+        printf 'https = "127.0.0.1:%s"\n' "$https_port"
         printf 'metrics = "127.0.0.1:%s"\n\n' "$metrics_port"
         printf '[tls]\ncert = "%s/cert.pem"\nkey = "%s/key.pem"\n\n' "$work" "$work"
         printf '[upstream]\nurl = "http://127.0.0.1:%s"\n\n' "$upstream_port"
@@ -141,13 +143,15 @@ reload_once() {
 
 # RELOADING=1 to READY=1 for each reload in the notify log, in ms.
 reload_durations() {
-    awk '/RELOADING=1/ { start = $1 } /READY=1/ && start { printf "%.1f\n", ($1 - start) / 1000; start = 0 }' \
+    awk '/RELOADING=1/ { start = $1 }
+         /READY=1/ && start { printf "%.1f\n", ($1 - start) / 1000; start = 0 }' \
         "$work/notify.log"
 }
 
 stats() {
     sort -n | awk '{ v[NR] = $1; sum += $1 } END {
-        printf "min %.1f ms, median %.1f ms, max %.1f ms (n=%d)\n", v[1], v[int((NR + 1) / 2)], v[NR], NR }'
+        printf "min %.1f ms, median %.1f ms, max %.1f ms (n=%d)\n",
+            v[1], v[int((NR + 1) / 2)], v[NR], NR }'
 }
 
 run_wrk() {
