@@ -222,40 +222,22 @@ def allowlist_wrong_heal() -> None:
 
 # --- The network ---------------------------------------------------------------------------
 
-DROP_RULE = [
-    "INPUT",
-    "-s",
-    APP_HOST,
-    "-p",
-    "tcp",
-    "--dport",
-    "3306",
-    "-m",
-    "comment",
-    "--comment",
-    f"{DRILL_TAG}: db-firewall-drop",
-    "-j",
-    "DROP",
-]
+
+def _app_to_mysql_rule(fault: str, *target: str) -> list[str]:
+    """An INPUT rule on db for the app host's connections to 3306, tagged with its drill."""
+    return [
+        *("INPUT", "-s", APP_HOST, "-p", "tcp", "--dport", "3306"),
+        *("-m", "comment", "--comment", f"{DRILL_TAG}: {fault}"),
+        *target,
+    ]
+
+
+DROP_RULE = _app_to_mysql_rule("db-firewall-drop", "-j", "DROP")
 # icmp-admin-prohibited, as a managed firewall's REJECT answers: the errno alone
 # (EHOSTUNREACH) would not tell it from a dead host, the ICMP code does.
-REJECT_RULE = [
-    "INPUT",
-    "-s",
-    APP_HOST,
-    "-p",
-    "tcp",
-    "--dport",
-    "3306",
-    "-m",
-    "comment",
-    "--comment",
-    f"{DRILL_TAG}: db-firewall-reject",
-    "-j",
-    "REJECT",
-    "--reject-with",
-    "icmp-admin-prohibited",
-]
+REJECT_RULE = _app_to_mysql_rule(
+    "db-firewall-reject", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"
+)
 
 
 def _rule_present(host: str, rule: list[str], table: str = "filter") -> bool:
