@@ -62,7 +62,11 @@ pub enum TlsError {
         source: rustls::Error,
     },
     /// The key is not the certificate's.
-    #[error("tls.key: {} does not match the certificate in {} (tls.cert)", key.display(), cert.display())]
+    #[error(
+        "tls.key: {} does not match the certificate in {} (tls.cert)",
+        key.display(),
+        cert.display()
+    )]
     KeyMismatch {
         /// The certificate file.
         cert: PathBuf,
