@@ -1,0 +1,56 @@
+"""The verdict rules on evidence that disagrees with itself.
+
+The probes and the lab's evidence are gathered side by side, so a mysqld that the
+supervisor restarts during a run can be refused by the TCP probe and yet be listening
+by the time `ss` looks. These tests feed the rules such snapshots, written as the real
+tools print them, and check that a restart seen half-way is named as one.
+"""
+
+from __future__ import annotations
+
+from diagnose.lab import LabEvidence, Program, parse_listeners
+from diagnose.result import Result
+from diagnose.verdict import Context, decide
+
+CTX = Context(
+    db_host="10.0.2.10",
+    db_port=3306,
+    db_user="app",
+    app_addr="10.0.1.10",
+    password_file=None,
+    readyz_url="http://127.0.0.1:8000/readyz",
+    public_url="https://app.example.com/",
+    lab=True,
+)
+SS_MYSQLD = 'LISTEN 0 80 10.0.2.10:3306 0.0.0.0:* users:(("mariadbd",pid=4242,fd=20))\n'
+EXIT = {"at": "2026-12-03 13:19:19,158", "why": "terminated by SIGKILL; not expected"}
+
+
+def _refused() -> dict[str, Result]:
+    return {
+        "ping": Result("ping", "answered", "10.0.2.10 answers ping", True),
+        "tcp": Result("tcp", "refused", "10.0.2.10:3306 answered with a TCP reset", False),
+    }
+
+
+def _lab(uptime: str, exits: list[dict[str, str]]) -> LabEvidence:
+    return LabEvidence(
+        db_listeners=parse_listeners(SS_MYSQLD),
+        programs={"mysql": Program("mysql", "RUNNING", f"pid 4242, uptime {uptime}", 4242)},
+        mysql_exits=exits,
+    )
+
+
+def test_refused_then_listening_after_a_crash_is_a_restart():
+    verdict = decide(_refused(), _lab("0:00:02", [EXIT]), CTX, {})
+
+    assert (verdict.status, verdict.layer, verdict.cause) == ("down", "mysql", "mysql-restarting")
+    assert "SIGKILL" in verdict.summary
+    assert "started it again 2 s ago" in verdict.summary
+
+
+def test_refused_while_a_long_running_mysqld_listens_is_left_to_tcp():
+    verdict = decide(_refused(), _lab("3:12:45", []), CTX, {})
+
+    assert (verdict.layer, verdict.cause) == ("tcp", "refused")
+    assert "a firewall rule with tcp-reset" in verdict.cannot_tell
