@@ -28,6 +28,31 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+# A new P-256 key, unencrypted: the curve of the lab's keys (nat/lab/pki.sh).
+_NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def _new_ca(key: Path, cert: Path, name: str) -> None:
+    """A self-signed CA named `name`, valid two days: its key and certificate in PEM."""
+    _openssl(
+        "req",
+        "-x509",
+        *_NEW_EC_KEY,
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-subj",
+        f"/CN={name}",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
+
+
 @dataclass
 class MariaDB:
     host: str
@@ -64,34 +89,10 @@ def mariadb() -> Iterator[MariaDB]:
     base.chmod(0o755)
     tls = base / "tls"
     tls.mkdir()
+    _new_ca(tls / "ca.key", tls / "ca.pem", "diagtest CA")
     _openssl(
         "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(tls / "ca.key"),
-        "-out",
-        str(tls / "ca.pem"),
-        "-subj",
-        "/CN=diagtest CA",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         str(tls / "server.key"),
         "-out",
@@ -125,7 +126,16 @@ def mariadb() -> Iterator[MariaDB]:
     shutil.chown(rundir, "mysql")
     sock = str(rundir / "mysqld.sock")
     datadir = base / "data"
-    tls_args = [
+    # The options mysql/provision.sh and mysql/serve.sh share: where the server runs.
+    server_args = [
+        "--datadir",
+        str(datadir),
+        "--socket",
+        sock,
+        "--bind-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
         "--tls-ca",
         str(tls / "ca.pem"),
         "--tls-cert",
@@ -136,21 +146,13 @@ def mariadb() -> Iterator[MariaDB]:
     prov = subprocess.run(
         [
             str(ROOT / "mysql/provision.sh"),
-            "--datadir",
-            str(datadir),
-            "--socket",
-            sock,
-            "--bind-address",
-            "127.0.0.1",
-            "--port",
-            str(port),
+            *server_args,
             "--app-host",
             "127.0.0.1",
             "--db-password-file",
             str(base / "db-password"),
             "--web-password-file",
             str(base / "web-password"),
-            *tls_args,
         ],
         capture_output=True,
         text=True,
@@ -160,18 +162,7 @@ def mariadb() -> Iterator[MariaDB]:
         raise RuntimeError(f"mysql/provision.sh failed:\n{prov.stdout}{prov.stderr[-3000:]}")
     log = (base / "mysqld.log").open("w")
     proc = subprocess.Popen(
-        [
-            str(ROOT / "mysql/serve.sh"),
-            "--datadir",
-            str(datadir),
-            "--socket",
-            sock,
-            "--bind-address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *tls_args,
-        ],
+        [str(ROOT / "mysql/serve.sh"), *server_args],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -192,6 +183,14 @@ def mariadb() -> Iterator[MariaDB]:
         proc.wait(timeout=30)
         log.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def other_ca(tmp_path: Path) -> Path:
+    """The certificate of a CA that signed nothing the tests' MariaDB serves."""
+    cert = tmp_path / "other-ca.pem"
+    _new_ca(tmp_path / "other-ca.key", cert, "another CA")
+    return cert
 
 
 @pytest.fixture

@@ -59,32 +59,9 @@ def test_wrong_password_is_auth(mariadb):
     assert (res.outcome, res.data["code"]) == ("auth", 1045)
 
 
-def test_wrong_ca_is_a_tls_failure(mariadb, tmp_path):
-    other = tmp_path / "other-ca.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(tmp_path / "k"),
-            "-out",
-            str(other),
-            "-subj",
-            "/CN=another CA",
-            "-days",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+def test_wrong_ca_is_a_tls_failure(mariadb, other_ca):
     tgt = target(mariadb)
-    tgt.ca_file = str(other)
+    tgt.ca_file = str(other_ca)
     res, _ = probes.mysql_login(tgt, True, 2.0)
     assert res.outcome == "tls-failed", res.detail
 
