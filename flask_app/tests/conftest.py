@@ -82,36 +82,32 @@ class MariaDB:
     def web_password_file(self) -> Path:
         return self.root / "web" / "app-password"
 
-    def provision_args(self) -> list[str]:
+    def server_args(self) -> list[str]:
+        """The options provision.sh and serve.sh share: where and how the server runs."""
         return [
-            str(PROVISION),
             "--datadir", str(self.datadir),
             "--socket", str(self.socket),
             "--bind-address", "127.0.0.1",
             "--port", str(self.port),
-            # The one adaptation of grants.sql: the app connects from loopback here.
-            "--app-host", "127.0.0.1",
-            "--db-password-file", str(self.db_password_file),
-            "--web-password-file", str(self.web_password_file),
             "--tls-ca", str(self.tls.ca),
             "--tls-cert", str(self.tls.cert),
             "--tls-key", str(self.tls.key),
             "--user", RUN_AS,
         ]  # fmt: skip
 
+    def provision_args(self) -> list[str]:
+        return [
+            str(PROVISION),
+            *self.server_args(),
+            # The one adaptation of grants.sql: the app connects from loopback here.
+            "--app-host", "127.0.0.1",
+            "--db-password-file", str(self.db_password_file),
+            "--web-password-file", str(self.web_password_file),
+        ]  # fmt: skip
+
     def start(self) -> None:
         assert self.proc is None, "already running"
-        args = [
-            str(SERVE),
-            "--datadir", str(self.datadir),
-            "--socket", str(self.socket),
-            "--bind-address", "127.0.0.1",
-            "--port", str(self.port),
-            "--tls-ca", str(self.tls.ca),
-            "--tls-cert", str(self.tls.cert),
-            "--tls-key", str(self.tls.key),
-            "--user", RUN_AS,
-        ]  # fmt: skip
+        args = [str(SERVE), *self.server_args()]
         with self.log_file.open("a") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_LIMIT_S
