@@ -40,20 +40,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly here
 readonly marker_name=".notes-provisioned"
+# The options shared with serve.sh (datadir, socket, bind_address, port, tls_*, run_as,
+# defaults_file) and the command line that runs the server.
+# shellcheck source=server-options.sh
+source "$here/server-options.sh"
 
-datadir=""
-socket=""
-bind_address=""
-port="3306"
 app_host=""
 db_password_file=""
 web_password_file=""
 web_password_owner=""
-tls_ca=""
-tls_cert=""
-tls_key=""
-run_as="mysql"
-defaults_file="$here/server.cnf"
 
 server_pid=""
 server_log=""
@@ -74,24 +69,15 @@ usage() {
 parse_args() {
     while (($# > 0)); do
         case "$1" in
-            --datadir) datadir="${2:?--datadir needs a value}" ;;
-            --socket) socket="${2:?--socket needs a value}" ;;
-            --bind-address) bind_address="${2:?--bind-address needs a value}" ;;
-            --port) port="${2:?--port needs a value}" ;;
             --app-host) app_host="${2:?--app-host needs a value}" ;;
             --db-password-file) db_password_file="${2:?--db-password-file needs a value}" ;;
             --web-password-file) web_password_file="${2:?--web-password-file needs a value}" ;;
             --web-password-owner) web_password_owner="${2:?--web-password-owner needs a value}" ;;
-            --tls-ca) tls_ca="${2:?--tls-ca needs a value}" ;;
-            --tls-cert) tls_cert="${2:?--tls-cert needs a value}" ;;
-            --tls-key) tls_key="${2:?--tls-key needs a value}" ;;
-            --user) run_as="${2:?--user needs a value}" ;;
-            --defaults-file) defaults_file="${2:?--defaults-file needs a value}" ;;
             -h | --help)
                 usage
                 exit 0
                 ;;
-            *) die "unknown option '$1' (see --help)" ;;
+            *) set_server_option "$@" || die "unknown option '$1' (see --help)" ;;
         esac
         shift 2
     done
@@ -103,7 +89,8 @@ check_args() {
         tls_ca tls_cert tls_key; do
         [[ -n "${!name}" ]] || die "--${name//_/-} is required (see --help)"
     done
-    absolute_paths
+    absolute_paths datadir socket db_password_file web_password_file tls_ca tls_cert tls_key \
+        defaults_file
     [[ "$EUID" -eq 0 ]] || die "must run as root (mariadbd is started as --user $run_as)"
     id -u "$run_as" >/dev/null 2>&1 || die "--user: no such OS user '$run_as'"
     # An IP address only: it ends up inside a quoted SQL account name; SQL wildcards (% _)
@@ -308,20 +295,9 @@ verify() {
 }
 
 print_run_command() {
+    set_server_command
     say "run the server with:"
-    echo "  mariadbd --defaults-file=$defaults_file --user=$run_as --datadir=$datadir" \
-        "--socket=$socket --bind-address=$bind_address --port=$port" \
-        "--ssl-ca=$tls_ca --ssl-cert=$tls_cert --ssl-key=$tls_key"
-}
-
-# Absolute paths, so that the printed command line works from any directory (and mariadbd,
-# which changes into its data directory, reads the TLS files from where they are).
-absolute_paths() {
-    local name
-    for name in datadir socket db_password_file web_password_file tls_ca tls_cert tls_key \
-        defaults_file; do
-        printf -v "$name" '%s' "$(realpath -m -- "${!name}")"
-    done
+    echo "  ${server_command[*]}"
 }
 
 main() {

@@ -15,16 +15,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly here
-
-datadir=""
-socket=""
-bind_address=""
-port="3306"
-tls_ca=""
-tls_cert=""
-tls_key=""
-run_as="mysql"
-defaults_file="$here/server.cnf"
+# shellcheck source=server-options.sh
+source "$here/server-options.sh"
 
 die() {
     echo "serve.sh: error: $*" >&2
@@ -33,18 +25,7 @@ die() {
 
 parse_args() {
     while (($# > 0)); do
-        case "$1" in
-            --datadir) datadir="${2:?--datadir needs a value}" ;;
-            --socket) socket="${2:?--socket needs a value}" ;;
-            --bind-address) bind_address="${2:?--bind-address needs a value}" ;;
-            --port) port="${2:?--port needs a value}" ;;
-            --tls-ca) tls_ca="${2:?--tls-ca needs a value}" ;;
-            --tls-cert) tls_cert="${2:?--tls-cert needs a value}" ;;
-            --tls-key) tls_key="${2:?--tls-key needs a value}" ;;
-            --user) run_as="${2:?--user needs a value}" ;;
-            --defaults-file) defaults_file="${2:?--defaults-file needs a value}" ;;
-            *) die "unknown option '$1' (see the top of $0)" ;;
-        esac
+        set_server_option "$@" || die "unknown option '$1' (see the top of $0)"
         shift 2
     done
     local name
@@ -55,21 +36,11 @@ parse_args() {
         die "$datadir is not provisioned: run mysql/provision.sh first"
 }
 
-# mariadbd changes into its data directory at start, so a relative TLS path would be read
-# from there: make every path absolute first.
-absolute_paths() {
-    local name
-    for name in datadir socket tls_ca tls_cert tls_key defaults_file; do
-        printf -v "$name" '%s' "$(realpath -m -- "${!name}")"
-    done
-}
-
 main() {
     parse_args "$@"
-    absolute_paths
-    exec mariadbd --defaults-file="$defaults_file" --user="$run_as" --datadir="$datadir" \
-        --socket="$socket" --bind-address="$bind_address" --port="$port" \
-        --ssl-ca="$tls_ca" --ssl-cert="$tls_cert" --ssl-key="$tls_key"
+    absolute_paths datadir socket tls_ca tls_cert tls_key defaults_file
+    set_server_command
+    exec "${server_command[@]}"
 }
 
 main "$@"
