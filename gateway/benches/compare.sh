@@ -28,41 +28,28 @@ GATEWAY_PORT=18443
 GATEWAY_HTTP_PORT=18080
 NGINX_PORT=19443
 PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=lib.sh
+source "$ROOT/gateway/benches/lib.sh"
+trap 'stop_and_remove "$WORK" "${PIDS[@]}"' EXIT
 
 need() {
     command -v "$1" >/dev/null || { echo "compare.sh: $1 is not installed" >&2; exit 1; }
 }
 
-make_certificate() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-}
-
-# An nginx instance of its own: prefix $WORK/$1, configuration text on stdin.
+# An nginx instance of its own: prefix $WORK/$1, its pid file and error log (warnings and
+# worse) there, configuration text on stdin.
 start_nginx() {
     local name="$1"
     mkdir -p "$WORK/$name/logs"
     cat >"$WORK/$name/nginx.conf"
-    nginx -p "$WORK/$name" -c "$WORK/$name/nginx.conf" -g 'daemon off;' &
+    nginx -p "$WORK/$name" -c "$WORK/$name/nginx.conf" \
+        -g "daemon off; pid $WORK/$name/nginx.pid; error_log $WORK/$name/logs/error.log warn;" &
     PIDS+=("$!")
 }
 
 start_upstream() {
     start_nginx upstream <<EOF
 worker_processes 1;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -79,8 +66,6 @@ start_nginx_proxy() {
     start_nginx proxy <<EOF
 # One worker per core, as the gateway runs one tokio worker per core.
 worker_processes auto;
-pid $WORK/proxy/nginx.pid;
-error_log $WORK/proxy/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -206,7 +191,7 @@ main() {
         port_is_free "$port"
     done
     (cd "$ROOT" && cargo build --release -p edge-gateway --bin edge-gateway)
-    make_certificate
+    make_certificate "$WORK"
     start_upstream
     start_nginx_proxy
     start_gateway

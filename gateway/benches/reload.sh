@@ -20,16 +20,9 @@ RANGES=${RANGES:-100000}
 RELOADS=20
 work="$(mktemp -d)"
 pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=lib.sh
+source "$repo/gateway/benches/lib.sh"
+trap 'stop_and_remove "$work" "${pids[@]}"' EXIT
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
@@ -39,12 +32,6 @@ print(s.getsockname()[1])'
 build_gateway() {
     cargo build --release -p edge-gateway --manifest-path "$repo/Cargo.toml" >&2
     gateway="$repo/target/release/edge-gateway"
-}
-
-make_certificate() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-        -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 }
 
 start_upstream() {
@@ -195,7 +182,7 @@ compare() {
 
 main() {
     build_gateway
-    make_certificate
+    make_certificate "$work"
     start_upstream
     write_config
     start_notify_listener
