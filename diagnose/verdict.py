@@ -401,15 +401,23 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
         )
     # The probes and the lab's evidence run side by side: a mysqld that came back between
     # the refused connect and the `ss` listing is a restart seen half-way, not a mystery.
-    if prog is not None and prog.state == "RUNNING" and prog.uptime() < 60:
+    # mysqld listens within a second of its start, while the supervisor still calls it
+    # STARTING until its startsecs have passed: that is the same restart, seen earlier.
+    restarting = prog is not None and prog.state in ("STARTING", "BACKOFF")
+    if restarting or (prog is not None and prog.state == "RUNNING" and prog.uptime() < 60):
         exits = lab.mysql_exits
         why = f" (died: {exits[-1]['why']} at {exits[-1]['at']})" if exits else ""
+        since = (
+            f"the supervisor is starting it again ({prog.state})"
+            if restarting
+            else f"the supervisor started it again {prog.uptime():.0f} s ago"
+        )
         return Verdict(
             "down",
             "mysql",
             "mysql-restarting",
             f"MySQL on {ctx.db_host} refused connections while it was restarting{why}; "
-            f"the supervisor started it again {prog.uptime():.0f} s ago and it listens now",
+            f"{since} and it listens now",
             fix=["run the diagnosis again; if mysqld keeps dying: tail .lab/logs/mysql.log"],
             evidence=ev,
         )

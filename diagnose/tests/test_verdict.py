@@ -33,10 +33,12 @@ def _refused() -> dict[str, Result]:
     }
 
 
-def _lab(uptime: str, exits: list[dict[str, str]]) -> LabEvidence:
+def _lab(uptime: str, exits: list[dict[str, str]], state: str = "RUNNING") -> LabEvidence:
+    # supervisorctl describes a STARTING program by its start time, not an uptime.
+    desc = f"pid 4242, uptime {uptime}" if state == "RUNNING" else "Dec 03 01:19 PM"
     return LabEvidence(
         db_listeners=parse_listeners(SS_MYSQLD),
-        programs={"mysql": Program("mysql", "RUNNING", f"pid 4242, uptime {uptime}", 4242)},
+        programs={"mysql": Program("mysql", state, desc, 4242)},
         mysql_exits=exits,
     )
 
@@ -47,6 +49,15 @@ def test_refused_then_listening_after_a_crash_is_a_restart():
     assert (verdict.status, verdict.layer, verdict.cause) == ("down", "mysql", "mysql-restarting")
     assert "SIGKILL" in verdict.summary
     assert "started it again 2 s ago" in verdict.summary
+
+
+def test_refused_then_listening_before_the_supervisor_calls_it_running_is_a_restart():
+    # mysqld listens within a second; the supervisor says STARTING for its startsecs (3 s).
+    verdict = decide(_refused(), _lab("", [EXIT], state="STARTING"), CTX, {})
+
+    assert (verdict.status, verdict.layer, verdict.cause) == ("down", "mysql", "mysql-restarting")
+    assert "SIGKILL" in verdict.summary
+    assert "starting it again (STARTING)" in verdict.summary
 
 
 def test_refused_while_a_long_running_mysqld_listens_is_left_to_tcp():
