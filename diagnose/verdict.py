@@ -102,6 +102,19 @@ def _fw_fix(ctx: Context, move: dict[str, Any]) -> str:
     return _on(ctx, move["host"], f"iptables -D {chain} {move['num']}")
 
 
+def _slow_link(r: dict[str, Result]) -> bool:
+    """Whether the ICMP echo measured the link to the database as slow or lossy.
+
+    A probe above it that timed out is then read as that slowness first: on a link with
+    300 ms round trips and some loss, one lost segment and its retransmission take a
+    connect or a greeting past its timeout, with no firewall and no hung server involved.
+    """
+    ping = r.get("ping")
+    if ping is None or not ping.ok:
+        return False
+    return ping.data.get("rtt_avg_ms", 0) > SLOW_RTT_MS or ping.data.get("loss_pct", 0) > 0
+
+
 def decide(
     r: dict[str, Result], lab: LabEvidence | None, ctx: Context, app_env: dict[str, str]
 ) -> Verdict:
@@ -255,6 +268,8 @@ def _tcp(r, lab, ctx, env, target) -> Verdict | None:
                 fix=[_fw_fix(ctx, move)],
                 evidence=ev,
             )
+        if pinged and _slow_link(r):
+            return None  # read as slowness below: no firewall counter moved
         if pinged:
             return Verdict(
                 "down",
@@ -437,6 +452,8 @@ def _greeting(r, lab, ctx, env, target) -> Verdict | None:
         return None
     if res.outcome == "error" and res.data.get("code") == 1130:
         return _host_not_allowed(ctx, res)
+    if res.outcome == "no-greeting" and _slow_link(r):
+        return None  # read as slowness below
     if res.outcome == "no-greeting":
         return Verdict(
             "down",
@@ -519,6 +536,8 @@ def _select(r, lab, ctx, env, target) -> Verdict | None:
     res = r.get("select")
     if res is None or res.ok:
         return None
+    if "timed out" in res.detail and _slow_link(r):
+        return None  # read as slowness below
     return Verdict("down", "mysql", "query-failed", res.detail)
 
 
@@ -532,8 +551,15 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
             signs.append(f"ping loss {ping.data['loss_pct']:.0f} %")
     if tcp and tcp.ok and tcp.seconds * 1000 > SLOW_CONNECT_MS:
         signs.append(f"TCP connect {tcp.seconds * 1000:.0f} ms")
+    if tcp and tcp.outcome == "timeout":
+        signs.append(f"TCP connect timed out after {tcp.seconds:.1f}s")
+    greeting = r.get("greeting")
+    if greeting and greeting.outcome == "no-greeting":
+        signs.append(f"no greeting within {greeting.seconds:.1f}s")
     if sel and sel.ok and sel.seconds * 1000 > SLOW_QUERY_MS:
         signs.append(f"SELECT 1 {sel.seconds * 1000:.0f} ms")
+    if sel and not sel.ok and "timed out" in sel.detail:
+        signs.append(f"SELECT 1 timed out after {sel.seconds:.1f}s")
     timed_out = login is not None and login.outcome == "timeout"
     if timed_out:
         signs.append(f"login timed out after {login.seconds:.1f}s")

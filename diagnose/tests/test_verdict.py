@@ -65,3 +65,40 @@ def test_refused_while_a_long_running_mysqld_listens_is_left_to_tcp():
 
     assert (verdict.layer, verdict.cause) == ("tcp", "refused")
     assert "a firewall rule with tcp-reset" in verdict.cannot_tell
+
+
+def _slow_ping(rtt_ms: float, loss_pct: float = 0.0) -> Result:
+    data = {"sent": 3, "received": 3, "loss_pct": loss_pct, "rtt_avg_ms": rtt_ms}
+    return Result("ping", "answered", f"rtt avg {rtt_ms} ms", True, 0.9, data)
+
+
+def test_a_greeting_lost_on_a_slow_lossy_link_is_slowness_not_a_hung_server():
+    # 300 ms each way and 5 % loss: one lost segment and its retransmission outlast 1.5 s.
+    results = {
+        "ping": _slow_ping(301.0, 33.3),
+        "tcp": Result("tcp", "connected", "connected in 301 ms", True, 0.301),
+        "greeting": Result("greeting", "no-greeting", "no greeting within 1.5s", False, 1.8),
+    }
+    verdict = decide(results, LabEvidence(), CTX, {})
+
+    assert (verdict.status, verdict.cause) == ("slow", "db-slow")
+    assert "no greeting within 1.8s" in verdict.summary and "slow, not down" in verdict.summary
+
+
+def test_a_connect_timeout_on_a_slow_link_is_slowness_on_a_fast_one_a_firewall():
+    timeout = Result("tcp", "timeout", "no answer within 1.5s", False, 1.5)
+    slow = decide({"ping": _slow_ping(302.0), "tcp": timeout}, LabEvidence(), CTX, {})
+    fast = decide({"ping": _slow_ping(0.1), "tcp": timeout}, LabEvidence(), CTX, {})
+
+    assert (slow.status, slow.cause) == ("slow", "db-slow")
+    assert "TCP connect timed out after 1.5s" in slow.summary
+    assert (fast.status, fast.layer, fast.cause) == ("down", "firewall", "firewall-drop")
+
+
+def test_a_greeting_that_never_comes_on_a_fast_link_is_the_server():
+    results = {
+        "ping": _slow_ping(0.1),
+        "tcp": Result("tcp", "connected", "connected in 0.2 ms", True, 0.0002),
+        "greeting": Result("greeting", "no-greeting", "no greeting within 1.5s", False, 1.5),
+    }
+    assert decide(results, LabEvidence(), CTX, {}).cause == "no-greeting"
