@@ -82,15 +82,28 @@ except OSError as e:
     print(kinds.get(e.errno, "error:" + errno.errorcode.get(e.errno, str(e.errno))))
 """
 
-# Run inside a host by `Lab.listener`: accept connections, print each peer's address.
+# Run inside a host by `Lab.listener`: accept connections, print each peer's address, and
+# at the end of its standard input take what is still queued, print it, and exit. A connect
+# that returned "open" is in the accept queue already, whether or not this process was
+# scheduled to accept it before the block ended.
 _LISTEN = """
-import socket, sys
+import select, socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen()
 print("ready", flush=True)
 while True:
+    ready, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in ready:
+        s.setblocking(False)
+        while True:
+            try:
+                c, peer = s.accept()
+            except BlockingIOError:
+                sys.exit(0)
+            print(peer[0], flush=True)
+            c.close()
     c, peer = s.accept()
     print(peer[0], flush=True)
     c.close()
@@ -207,7 +220,9 @@ class Lab:
     ) -> Iterator[Callable[[], list[str]]]:
         """A TCP server inside host for the block; yields a function returning the peers."""
         cmd = ["ip", "netns", "exec", host, sys.executable, "-u", "-c", _LISTEN, addr, str(port)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             assert proc.stdout is not None
             first = proc.stdout.readline().strip()
@@ -219,8 +234,12 @@ class Lab:
 
             yield seen
         finally:
-            proc.terminate()
-            rest, _ = proc.communicate(timeout=5)
+            # End of input: the listener takes the connections still queued, then exits.
+            try:
+                rest, _ = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rest, _ = proc.communicate()
         peers.extend(line.strip() for line in rest.splitlines() if line.strip())
 
     def sql(self, query: str) -> list[list[str]]:
