@@ -32,6 +32,7 @@ Using it from a test::
         lab.ctl("stop", "mysql")                      # the lab's systemctl (supervisorctl)
         lab.program_pid("mysql")                      # pid the supervisor holds, or None
         lab.log("gateway").read_text()                # a service's log file
+        lab.log_lines("gateway", tag)                 # its lines with tag, waiting for one
 
 Names and addresses are those of the topology (README.md); paths are in ``lab.root``,
 ``lab.state`` (``.lab``), ``lab.logs`` and ``lab.ca`` (what the lab's clients trust: the lab
@@ -263,6 +264,23 @@ class Lab:
 
     def log(self, name: str) -> Path:
         return LOGS / f"{name}.log"
+
+    def log_lines(self, name: str, text: str, patience: float = 30) -> list[str]:
+        """The lines of a service's log that hold `text`, once there is one.
+
+        A service's output reaches its log through the supervisor, which copies it when it
+        next runs, and the gateway writes its access line as the response ends: a client can
+        have its answer before the line is in the file. Empty after `patience` seconds.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                lines = [line for line in self.log(name).read_text().splitlines() if text in line]
+            except FileNotFoundError:
+                lines = []
+            if lines or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.1)
 
     # --- The lab as a whole ------------------------------------------------------------------
 

@@ -175,5 +175,5 @@ def test_gateway_sees_the_real_client_address(lab):
     tag = uuid.uuid4().hex
     r = lab.curl("office", APP + f"probe-{tag}")
     assert r.status == 404, r  # Flask's answer to an unknown path, through the gateway
-    lines = [line for line in lab.log("gateway").read_text().splitlines() if tag in line]
+    lines = lab.log_lines("gateway", tag)
     assert lines and '"client.addr":"203.0.113.10"' in lines[-1], lines
