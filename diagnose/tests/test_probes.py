@@ -75,6 +75,14 @@ def test_no_account_for_this_host_shows_in_the_greeting(mariadb):
         mariadb.root_sql("RENAME USER 'app'@'10.0.1.99' TO 'app'@'127.0.0.1'")
 
 
+def wait_until(what: str, cond, patience: float = 30.0) -> None:
+    """cond() until it is true; fail naming `what` after `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {patience:.0f} s"
+        time.sleep(0.05)
+
+
 def in_ns(netns, host: str, expr: str) -> dict:
     """Run one probe inside a namespace, as the diagnosis would run on that host."""
     code = f"import json; from diagnose import probes; print(json.dumps({expr}.as_dict()))"
@@ -96,11 +104,10 @@ def listener(netns):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(50):
-        ss = netns.on(netns.peer, "ss", "-ltnH", "sport = :3306").stdout
-        if ss.strip():
-            break
-        time.sleep(0.1)
+    wait_until(
+        "nc listening on 10.77.0.2:3306",
+        lambda: netns.on(netns.peer, "ss", "-ltnH", "sport = :3306").stdout.strip(),
+    )
     yield netns
     proc.terminate()
     proc.wait()
@@ -179,7 +186,17 @@ def test_delay_shows_in_the_round_trip(netns):
         cwd=ROOT,
     )
     try:
-        time.sleep(0.5)
+        # Until it has bound its queue, --queue-bypass lets the packets through undelayed; a
+        # Python start-up takes as long as the machine's load makes it.
+        wait_until(
+            "the delayer bound to queue 7",
+            lambda: any(
+                line.split()[:1] == ["7"]
+                for line in netns.on(
+                    netns.peer, "cat", "/proc/net/netfilter/nfnetlink_queue"
+                ).stdout.splitlines()
+            ),
+        )
         res = in_ns(netns, netns.client, "probes.ping('10.77.0.2')")
     finally:
         delayer.terminate()
