@@ -16,10 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "target" / "release" / "edge-gateway"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all held open until all are chosen, since a port closed
+    at once can be handed out again by the next bind to port 0."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.parametrize("fmt", ["json", "human"])
@@ -32,7 +39,7 @@ def test_access_lines_of_the_real_gateway(tmp_path, fmt):
          "-subj", "/CN=localhost", "-days", "1", "-addext", "subjectAltName=DNS:localhost"],
         check=True, capture_output=True,
     )  # fmt: skip
-    http, https, metrics, upstream = _port(), _port(), _port(), _port()
+    http, https, metrics, upstream = _ports(4)
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'[listen]\nhttp = "127.0.0.1:{http}"\nhttps = "127.0.0.1:{https}"\n'
