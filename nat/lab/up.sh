@@ -158,11 +158,13 @@ start_supervisor() {
         close_lock_fds
         exec supervisord -c "$LAB_SUPERVISOR_CONF" </dev/null >>"$LAB_LOGS/supervisord.out" 2>&1
     )
-    for _ in $(seq 1 50); do
-        supervisor_running && return 0
+    # A Python daemon's start, which a busy machine can stretch to seconds.
+    local deadline=$((SECONDS + 30))
+    until supervisor_running; do
+        ((SECONDS < deadline)) \
+            || die "supervisord did not start in 30 s; see $LAB_LOGS/supervisord.out and .log"
         sleep 0.1
     done
-    die "supervisord did not start; see $LAB_LOGS/supervisord.out and supervisord.log"
 }
 
 print_next() {
