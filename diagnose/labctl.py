@@ -95,6 +95,17 @@ def option(argv: list[str], name: str) -> str | None:
     return None
 
 
+def _remembered(name: str, found: str | None) -> str | None:
+    """A path read from a running process, kept under DRILL_STATE for when a drill has stopped
+    that process; without one, the path kept last time (None when none was)."""
+    saved = DRILL_STATE / name
+    if found:
+        DRILL_STATE.mkdir(parents=True, exist_ok=True)
+        saved.write_text(found)
+        return found
+    return saved.read_text().strip() if saved.exists() else None
+
+
 def mysqld_argv() -> list[str]:
     pid = program_pid("mysql")
     if pid is None:
@@ -104,17 +115,11 @@ def mysqld_argv() -> list[str]:
 
 def mysql_socket() -> str:
     """The server's unix socket, from its command line (or the drill's saved copy)."""
-    saved = DRILL_STATE / "mysql-socket"
     pid = program_pid("mysql")
-    if pid is not None:
-        sock = option(cmdline(pid), "socket")
-        if sock:
-            DRILL_STATE.mkdir(parents=True, exist_ok=True)
-            saved.write_text(sock)
-            return sock
-    if saved.exists():
-        return saved.read_text().strip()
-    raise LabError("cannot find MySQL's socket: mysql is not running and none was saved")
+    sock = _remembered("mysql-socket", option(cmdline(pid), "socket") if pid else None)
+    if not sock:
+        raise LabError("cannot find MySQL's socket: mysql is not running and none was saved")
+    return sock
 
 
 def mysql_root(sql: str) -> str:
@@ -160,14 +165,7 @@ def app_environment() -> dict[str, str]:
 
 def app_password() -> str:
     """The password the app logs in with (from the file its environment names)."""
-    saved = DRILL_STATE / "app-password-file"
-    env = app_environment()
-    path = env.get("APP_DB_PASSWORD_FILE")
-    if path:
-        DRILL_STATE.mkdir(parents=True, exist_ok=True)
-        saved.write_text(path)
-    elif saved.exists():
-        path = saved.read_text().strip()
+    path = _remembered("app-password-file", app_environment().get("APP_DB_PASSWORD_FILE"))
     if not path:
         raise LabError("cannot find the app's APP_DB_PASSWORD_FILE")
     return Path(path).read_text().strip()
@@ -175,13 +173,7 @@ def app_password() -> str:
 
 def gateway_config() -> Path:
     pid = program_pid("gateway")
-    saved = DRILL_STATE / "gateway-config"
-    path = option(cmdline(pid), "config") if pid else None
-    if path:
-        DRILL_STATE.mkdir(parents=True, exist_ok=True)
-        saved.write_text(path)
-    elif saved.exists():
-        path = saved.read_text().strip()
+    path = _remembered("gateway-config", option(cmdline(pid), "config") if pid else None)
     if not path:
         raise LabError("cannot find the gateway's --config")
     return Path(path)
