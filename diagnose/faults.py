@@ -55,6 +55,14 @@ def _forget(name: str) -> None:
     (DRILL_STATE / f"{name}.json").unlink(missing_ok=True)
 
 
+def _stop_started(name: str) -> None:
+    """Stop the process the fault `name` started by hand, if it started one, and forget it."""
+    state = _load(name)
+    if state and state.get("pid"):
+        labctl.stop_pid(state["pid"])
+    _forget(name)
+
+
 def _ensure_running(program: str) -> None:
     if program_state(program) != "RUNNING":
         ctl("start", program)
@@ -106,10 +114,7 @@ def mysql_localhost_inject() -> None:
 
 
 def mysql_localhost_heal() -> None:
-    state = _load("mysql-localhost")
-    if state:
-        labctl.stop_pid(state["pid"])
-        _forget("mysql-localhost")
+    _stop_started("mysql-localhost")
     mysql_stopped_heal()
 
 
@@ -171,10 +176,7 @@ def mysql_no_tls_inject() -> None:
 
 
 def mysql_no_tls_heal() -> None:
-    state = _load("mysql-no-tls")
-    if state:
-        labctl.stop_pid(state["pid"])
-        _forget("mysql-no-tls")
+    _stop_started("mysql-no-tls")
     _ensure_running("app")
     wait_for(lambda: labctl.listening("web", 8000), 30)
 
@@ -353,10 +355,7 @@ def _latency_rule() -> list[str]:
 def db_latency_heal() -> None:
     on("db", "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
     _delete("db", _latency_rule(), "mangle")
-    state = _load("db-latency")
-    if state and state.get("pid"):
-        labctl.stop_pid(state["pid"])
-    _forget("db-latency")
+    _stop_started("db-latency")
 
 
 FAULTS: dict[str, Fault] = {
