@@ -26,7 +26,7 @@ from typing import Any
 from . import health, labctl, postmortem
 from .faults import FAULTS, Fault, heal_all
 from .lab import LAB_LOGS, ROOT, public_ca
-from .labctl import DRILL_STATE, LabError, on
+from .labctl import DRILL_STATE, LabError
 from .timeline import Timeline, app_events, gateway_records, hms
 
 PUBLIC_URL = "https://app.example.com/"
@@ -99,20 +99,7 @@ class ReadyzWatcher(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set():
             at = time.time()
-            out = on(
-                "web",
-                "curl",
-                "-s",
-                "-m",
-                "1.5",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://127.0.0.1:8000/readyz",
-                check=False,
-                timeout=4,
-            ).stdout.strip()
+            out = health.readyz_status(1.5, timeout=4)
             state = out if out and out != "000" else "no answer"
             if state != self.current():
                 self.changes.append((at, state))

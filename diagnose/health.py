@@ -59,21 +59,27 @@ def _programs() -> str | None:
     return ("supervisor: " + "; ".join(" ".join(b.split()[:2]) for b in bad)) if bad else None
 
 
-def _readyz() -> str | None:
-    out = on(
+def readyz_status(max_time: float, timeout: float) -> str:
+    """The HTTP status of the app's /readyz, asked on web: "000" when nothing answered within
+    `max_time` seconds, "" when curl did not run there; LabError after `timeout` seconds."""
+    return on(
         "web",
         "curl",
         "-sS",
         "-m",
-        "3",
+        str(max_time),
         "-o",
         "/dev/null",
         "-w",
         "%{http_code}",
         "http://127.0.0.1:8000/readyz",
         check=False,
-        timeout=6,
-    ).stdout
+        timeout=timeout,
+    ).stdout.strip()
+
+
+def _readyz() -> str | None:
+    out = readyz_status(3, timeout=6)
     return None if out == "200" else f"web /readyz: {out or 'no answer'}"
 
 
