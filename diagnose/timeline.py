@@ -89,6 +89,14 @@ def _gateway_line(line: str) -> dict[str, Any] | None:
     return fields
 
 
+def _log_lines(path: Path) -> list[str]:
+    """A log's lines; none when it cannot be read (not written yet, or gone)."""
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
 @dataclass
 class AccessRecord:
     at: float
@@ -107,11 +115,7 @@ def gateway_records(
     Not by request id: the gateway keeps a client's X-Request-Id only from trusted proxies.
     """
     records = []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return records
-    for line in lines:
+    for line in _log_lines(path):
         fields = _gateway_line(line)
         if not fields or fields.get("ts") is None:
             continue
@@ -136,11 +140,7 @@ def gateway_records(
 def app_events(path: Path, since: float, until: float) -> list[tuple[float, dict[str, Any]]]:
     """The app's outage lines, and its failed requests, in a time window."""
     found = []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return found
-    for line in lines:
+    for line in _log_lines(path):
         if not line.startswith("{"):
             continue
         try:
