@@ -105,8 +105,8 @@ pub struct Metrics {
     acme_renewals: [IntCounter; 2],
 }
 
-/// Builds the families; a failure here is a programming error (a duplicate
-/// name or a bad label), so it panics with the family's name.
+/// Registers a family; a failure here (as in defining one, see [`family`]) is a programming
+/// error (a duplicate name or a bad label), so it panics with the family's name.
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     let name = c
         .desc()
@@ -119,10 +119,22 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     c
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let family = IntCounterVec::new(Opts::new(name, help), labels)
+/// Defines the family `name` with `make` (given its name and help) and registers it.
+fn family<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    make: impl FnOnce(Opts) -> prometheus::Result<C>,
+) -> C {
+    let family = make(Opts::new(name, help))
         .unwrap_or_else(|e| panic!("defining metric family {name}: {e}"));
     register(registry, family)
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    family(registry, name, help, |opts| {
+        IntCounterVec::new(opts, labels)
+    })
 }
 
 impl Metrics {
@@ -142,16 +154,15 @@ impl Metrics {
             STATUS_CLASSES.map(|class| requests_vec.with_label_values(&[l.as_str(), class]))
         });
 
-        let durations_vec = HistogramVec::new(
-            HistogramOpts::new(
-                "edge_gateway_request_duration_seconds",
-                "Time from the request head to the end of the response head, by listener.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["listener"],
-        )
-        .expect("edge_gateway_request_duration_seconds is well formed");
-        let durations_vec = register(&registry, durations_vec);
+        let durations_vec = family(
+            &registry,
+            "edge_gateway_request_duration_seconds",
+            "Time from the request head to the end of the response head, by listener.",
+            |opts| {
+                let opts = HistogramOpts::from(opts).buckets(DURATION_BUCKETS.to_vec());
+                HistogramVec::new(opts, &["listener"])
+            },
+        );
         let durations = LISTENERS.map(|l| durations_vec.with_label_values(&[l.as_str()]));
 
         let upstream_vec = counter_vec(
@@ -170,26 +181,19 @@ impl Metrics {
         );
         let denied = DENY_REASONS.map(|r| denied_vec.with_label_values(&[r.as_str()]));
 
-        let tls_handshake_failures = register(
+        let tls_handshake_failures = family(
             &registry,
-            IntCounter::new(
-                "edge_gateway_tls_handshake_failures_total",
-                "TLS handshakes that failed (protocol version, no certificate for the name, \
-                 client gave up).",
-            )
-            .expect("edge_gateway_tls_handshake_failures_total is well formed"),
+            "edge_gateway_tls_handshake_failures_total",
+            "TLS handshakes that failed (protocol version, no certificate for the name, client \
+             gave up).",
+            IntCounter::with_opts,
         );
 
-        let open_vec = register(
+        let open_vec = family(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "edge_gateway_open_connections",
-                    "Client connections open now, by listener.",
-                ),
-                &["listener"],
-            )
-            .expect("edge_gateway_open_connections is well formed"),
+            "edge_gateway_open_connections",
+            "Client connections open now, by listener.",
+            |opts| IntGaugeVec::new(opts, &["listener"]),
         );
         let open_connections = LISTENERS.map(|l| open_vec.with_label_values(&[l.as_str()]));
 
@@ -201,34 +205,25 @@ impl Metrics {
         );
         let reloads = Outcome::ALL.map(|o| reloads_vec.with_label_values(&[o.as_str()]));
 
-        let last_reload_success = register(
+        let last_reload_success = family(
             &registry,
-            Gauge::new(
-                "edge_gateway_config_last_reload_success_timestamp_seconds",
-                "When the configuration in force was loaded (start or last successful reload).",
-            )
-            .expect("edge_gateway_config_last_reload_success_timestamp_seconds is well formed"),
+            "edge_gateway_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (start or last successful reload).",
+            Gauge::with_opts,
         );
-        let last_reload_successful = register(
+        let last_reload_successful = family(
             &registry,
-            IntGauge::new(
-                "edge_gateway_config_last_reload_successful",
-                "1 if the last reload attempt was applied, 0 if it was refused.",
-            )
-            .expect("edge_gateway_config_last_reload_successful is well formed"),
+            "edge_gateway_config_last_reload_successful",
+            "1 if the last reload attempt was applied, 0 if it was refused.",
+            IntGauge::with_opts,
         );
         last_reload_successful.set(1);
 
-        let certificate_expiry = register(
+        let certificate_expiry = family(
             &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "edge_gateway_certificate_expiry_timestamp_seconds",
-                    "When the certificate served for a name expires (notAfter).",
-                ),
-                &["name"],
-            )
-            .expect("edge_gateway_certificate_expiry_timestamp_seconds is well formed"),
+            "edge_gateway_certificate_expiry_timestamp_seconds",
+            "When the certificate served for a name expires (notAfter).",
+            |opts| GaugeVec::new(opts, &["name"]),
         );
 
         let acme_vec = counter_vec(
@@ -239,16 +234,11 @@ impl Metrics {
         );
         let acme_renewals = Outcome::ALL.map(|o| acme_vec.with_label_values(&[o.as_str()]));
 
-        let build_info = register(
+        let build_info = family(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "edge_gateway_build_info",
-                    "Always 1; the version as a label.",
-                ),
-                &["version"],
-            )
-            .expect("edge_gateway_build_info is well formed"),
+            "edge_gateway_build_info",
+            "Always 1; the version as a label.",
+            |opts| IntGaugeVec::new(opts, &["version"]),
         );
         build_info.with_label_values(&[version]).set(1);
 
