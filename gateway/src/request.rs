@@ -76,22 +76,16 @@ pub(crate) async fn connection(
     let snapshot = shared.live.load_full();
     let peer = canonical(peer.ip());
     let peer_value = HeaderValue::from_str(&peer.to_string()).expect("an address is ASCII");
+    let conn = |tls_version| Conn {
+        listener,
+        peer,
+        peer_value,
+        tls_version,
+    };
     match listener {
         Listener::Http => {
-            let conn = Arc::new(Conn {
-                listener,
-                peer,
-                peer_value,
-                tls_version: None,
-            });
-            let service = service_fn(move |req| http_request(shared.clone(), conn.clone(), req));
-            let io = FirstByteDeadline::new(stream, snapshot.timeouts.header_read);
-            let serving = snapshot
-                .http
-                .serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(serving).await {
-                tracing::debug!(%error, "Connection ended with an error");
-            }
+            let conn = conn(None);
+            serve(shared, conn, stream, &snapshot, watcher, http_request).await;
         }
         Listener::Https => {
             let handshake = tokio::time::timeout(
@@ -120,21 +114,34 @@ pub(crate) async fn connection(
                 Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
                 _ => Some("-"),
             };
-            let conn = Arc::new(Conn {
-                listener,
-                peer,
-                peer_value,
-                tls_version,
-            });
-            let service = service_fn(move |req| https_request(shared.clone(), conn.clone(), req));
-            let io = FirstByteDeadline::new(tls, snapshot.timeouts.header_read);
-            let serving = snapshot
-                .http
-                .serve_connection_with_upgrades(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(serving).await {
-                tracing::debug!(%error, "Connection ended with an error");
-            }
+            let conn = conn(tls_version);
+            serve(shared, conn, tls, &snapshot, watcher, https_request).await;
         }
+    }
+}
+
+/// Serves HTTP on `io` (the TCP stream, or the TLS stream after the handshake) until the
+/// connection closes or the server drains, each request handled by `handle`.
+async fn serve<I, H, F>(
+    shared: Arc<Shared>,
+    conn: Conn,
+    io: I,
+    snapshot: &Snapshot,
+    watcher: Watcher,
+    handle: H,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Arc<Shared>, Arc<Conn>, Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<Recorded>, Infallible>> + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+    let io = FirstByteDeadline::new(io, snapshot.timeouts.header_read);
+    let serving = snapshot
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(serving).await {
+        tracing::debug!(%error, "Connection ended with an error");
     }
 }
 
