@@ -3,11 +3,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::{handshake_verifies, next_event, serve_http01, LogCapture, Pebble, Scratch};
+use common::{
+    handshake_verifies, next_event, serve_http01, LogCapture, Pebble, Responder, Scratch,
+};
 use edge_gateway_acme::{
     AcmeEvent, AcmeManager, CertificateInfo, CertificateSource, ChallengeStore, Issued,
 };
@@ -16,10 +19,40 @@ const NAMES: [&str; 2] = ["app.example.com", "www.example.com"];
 /// Bounds on a hang: Pebble sleeps up to 15 s before each validation.
 const ISSUE_LIMIT: Duration = Duration::from_secs(150);
 
-fn installed(source: CertificateSource) -> impl FnMut(&AcmeEvent) -> Option<CertificateInfo> {
-    move |e| match e {
-        AcmeEvent::Installed { info, source: s } if *s == source => Some(info.clone()),
-        _ => None,
+/// Pebble in a scratch directory, and the HTTP-01 responder it validates against.
+struct TestCa {
+    // In drop order: the responder and Pebble stop before their directory goes.
+    responder: Responder,
+    pebble: Pebble,
+    /// What the responder answers from.
+    store: Arc<ChallengeStore>,
+    scratch: Scratch,
+}
+
+impl TestCa {
+    /// `validity`: how many seconds Pebble's certificates are valid (None: its default).
+    async fn start(tag: &str, validity: Option<u64>) -> TestCa {
+        let scratch = Scratch::new(tag);
+        let pebble = Pebble::start(&scratch.0, validity);
+        let store = ChallengeStore::new();
+        let responder = serve_http01(pebble.http_port, store.clone()).await;
+        TestCa {
+            responder,
+            pebble,
+            store,
+            scratch,
+        }
+    }
+
+    /// Where the manager keeps its account and certificate.
+    fn storage(&self) -> PathBuf {
+        self.scratch.0.join("acme")
+    }
+
+    /// A manager ordering `names` from this Pebble, its challenges answered by the responder.
+    fn manager(&self, names: &[&str]) -> AcmeManager {
+        let settings = self.pebble.settings(names, &self.storage());
+        AcmeManager::new(settings, self.store.clone()).unwrap()
     }
 }
 
@@ -45,42 +78,96 @@ impl Installs {
     }
 }
 
+/// A spawned manager: the events it reports and what it installs. Its task is aborted on drop.
+struct Running {
+    events: tokio::sync::broadcast::Receiver<AcmeEvent>,
+    installs: Installs,
+    task: tokio::task::JoinHandle<()>,
+    /// Shown when an awaited event does not come.
+    pebble_log: PathBuf,
+}
+
+impl Running {
+    fn spawn(manager: AcmeManager, pebble: &Pebble) -> Running {
+        let events = manager.subscribe();
+        let installs = Installs::default();
+        let task = manager.spawn(installs.callback());
+        Running {
+            events,
+            installs,
+            task,
+            pebble_log: pebble.log_file(),
+        }
+    }
+
+    /// The first event that `pick` accepts, the others skipped.
+    async fn next<T>(&mut self, pick: impl FnMut(&AcmeEvent) -> Option<T>) -> T {
+        next_event(&mut self.events, ISSUE_LIMIT, &self.pebble_log, pick).await
+    }
+
+    /// The next certificate issued by the CA and installed.
+    async fn issued(&mut self) -> CertificateInfo {
+        self.next(|e| match e {
+            AcmeEvent::Installed {
+                info,
+                source: CertificateSource::Issued,
+            } => Some(info.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next renewal scheduled: when, and why then.
+    async fn renewal_scheduled(&mut self) -> (SystemTime, &'static str) {
+        self.next(|e| match e {
+            AcmeEvent::RenewalScheduled { at, reason } => Some((*at, *reason)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next failed order: its error, and how long until the retry.
+    async fn order_failed(&mut self) -> (String, Duration) {
+        self.next(|e| match e {
+            AcmeEvent::OrderFailed {
+                error, retry_in, ..
+            } => Some((error.clone(), *retry_in)),
+            _ => None,
+        })
+        .await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn issues_a_certificate_that_verifies_against_pebbles_root() {
     let logs = LogCapture::default();
     let _guard = logs.install();
-    let scratch = Scratch::new("issue");
-    let pebble = Pebble::start(&scratch.0, None);
-    let store = ChallengeStore::new();
-    let responder = serve_http01(pebble.http_port, store.clone()).await;
-    let storage = scratch.0.join("acme");
-    let manager = AcmeManager::new(pebble.settings(&NAMES, &storage), store.clone()).unwrap();
+    let ca = TestCa::start("issue", None).await;
+    let manager = ca.manager(&NAMES);
     assert!(manager.current().get().is_none());
-    let mut events = manager.subscribe();
-    let installs = Installs::default();
-    let task = manager.spawn(installs.callback());
+    let mut run = Running::spawn(manager, &ca.pebble);
 
-    let info = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
+    let info = run.issued().await;
     assert_eq!(info.names, NAMES.to_vec());
     assert!(
-        responder.answered.load(Ordering::SeqCst) >= 1,
+        ca.responder.answered.load(Ordering::SeqCst) >= 1,
         "Pebble fetched no token"
     );
     // The answers came down once the order was settled.
     assert_eq!(
-        format!("{store:?}"),
+        format!("{:?}", ca.store),
         "ChallengeStore { http01_pending: 0, tls_alpn01_pending: 0 }"
     );
 
-    let issued = installs.last();
+    let issued = run.installs.last();
     assert_eq!(issued.info, info);
-    let root = pebble.issuing_root();
+    let root = ca.pebble.issuing_root();
     for name in NAMES {
         let leaf = handshake_verifies(issued.certified_key.clone(), root.clone(), name)
             .await
@@ -98,6 +185,7 @@ async fn issues_a_certificate_that_verifies_against_pebbles_root() {
         "{err}"
     );
 
+    let storage = ca.storage();
     for file in ["account.pem", "certificate.pem"] {
         let mode = std::fs::metadata(storage.join(file))
             .unwrap()
@@ -109,11 +197,7 @@ async fn issues_a_certificate_that_verifies_against_pebbles_root() {
     assert_eq!(mode & 0o777, 0o700);
 
     // The renewal is logged once scheduled, after the certificate went in.
-    next_event(&mut events, ISSUE_LIMIT, &pebble, |e| match e {
-        AcmeEvent::RenewalScheduled { .. } => Some(()),
-        _ => None,
-    })
-    .await;
+    run.renewal_scheduled().await;
     let text = logs.text();
     for step in [
         "Order created for app.example.com,www.example.com",
@@ -125,86 +209,43 @@ async fn issues_a_certificate_that_verifies_against_pebbles_root() {
     ] {
         assert!(text.contains(step), "log lacks {step:?}");
     }
-    task.abort();
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn renews_a_short_lived_certificate_at_two_thirds_of_its_lifetime() {
-    let scratch = Scratch::new("renew");
-    let pebble = Pebble::start(&scratch.0, Some(60));
-    let store = ChallengeStore::new();
-    let _responder = serve_http01(pebble.http_port, store.clone()).await;
-    let manager =
-        AcmeManager::new(pebble.settings(&NAMES[..1], &scratch.0.join("acme")), store).unwrap();
-    let mut events = manager.subscribe();
-    let installs = Installs::default();
-    let task = manager.spawn(installs.callback());
+    let ca = TestCa::start("renew", Some(60)).await;
+    let mut run = Running::spawn(ca.manager(&NAMES[..1]), &ca.pebble);
 
-    let first = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
+    let first = run.issued().await;
     // Pebble's notAfter is the last second of validity: 60 s of validity, 59 s apart.
     assert_eq!(first.lifetime(), Duration::from_secs(59), "{first:?}");
-    let due = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| match e {
-        AcmeEvent::RenewalScheduled { at, reason } => Some((*at, *reason)),
-        _ => None,
-    })
-    .await;
+    let due = run.renewal_scheduled().await;
     let two_thirds = first.not_before + Duration::from_secs(59) * 2 / 3;
     assert_eq!(due, (two_thirds, "two thirds of the lifetime"));
 
-    let second = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
+    let second = run.issued().await;
     assert_ne!(second.serial, first.serial);
     assert!(SystemTime::now() >= due.0, "renewed before it was due");
     assert!(second.not_after > first.not_after);
-    assert_eq!(installs.serials(), vec![first.serial, second.serial]);
-    task.abort();
+    assert_eq!(run.installs.serials(), vec![first.serial, second.serial]);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn keeps_the_certificate_while_pebble_is_down_and_renews_when_it_is_back() {
     let logs = LogCapture::default();
     let _guard = logs.install();
-    let scratch = Scratch::new("outage");
-    let mut pebble = Pebble::start(&scratch.0, Some(60));
-    let store = ChallengeStore::new();
-    let _responder = serve_http01(pebble.http_port, store.clone()).await;
-    let manager =
-        AcmeManager::new(pebble.settings(&NAMES[..1], &scratch.0.join("acme")), store).unwrap();
+    let mut ca = TestCa::start("outage", Some(60)).await;
+    let manager = ca.manager(&NAMES[..1]);
     let current = manager.current();
-    let mut events = manager.subscribe();
-    let installs = Installs::default();
-    let task = manager.spawn(installs.callback());
+    let mut run = Running::spawn(manager, &ca.pebble);
 
-    let first = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
-    pebble.stop();
+    let first = run.issued().await;
+    ca.pebble.stop();
 
     // Renewal comes due with the CA down: the error is reported, a retry is scheduled, and the
     // certificate in use stays.
-    let (error, retry_in) = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| match e {
-        AcmeEvent::OrderFailed {
-            error, retry_in, ..
-        } => Some((error.clone(), *retry_in)),
-        _ => None,
-    })
-    .await;
-    let directory = pebble.directory();
+    let (error, retry_in) = run.order_failed().await;
+    let directory = ca.pebble.directory();
     assert!(
         error.starts_with(&format!("ACME directory {directory}: no answer: ")),
         "{error}"
@@ -212,7 +253,7 @@ async fn keeps_the_certificate_while_pebble_is_down_and_renews_when_it_is_back()
     assert!(error.contains("Connection refused"), "{error}");
     assert!(retry_in >= Duration::from_secs(1) && retry_in <= Duration::from_secs(2));
     assert_eq!(current.get().unwrap().info.serial, first.serial);
-    assert_eq!(installs.serials(), vec![first.serial.clone()]);
+    assert_eq!(run.installs.serials(), vec![first.serial.clone()]);
     let text = logs.text();
     assert!(
         text.contains(&format!("keeping serial {} (valid until", first.serial)),
@@ -221,68 +262,43 @@ async fn keeps_the_certificate_while_pebble_is_down_and_renews_when_it_is_back()
     assert!(text.contains("retrying in"), "{text}");
 
     // Back up (a fresh Pebble, which forgot the account): the next retry succeeds.
-    pebble.resume();
-    let second = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
+    ca.pebble.resume();
+    let second = run.issued().await;
     assert_ne!(second.serial, first.serial);
     assert_eq!(current.get().unwrap().info.serial, second.serial);
-    let root = pebble.issuing_root();
-    handshake_verifies(installs.last().certified_key, root, NAMES[0])
+    let root = ca.pebble.issuing_root();
+    handshake_verifies(run.installs.last().certified_key, root, NAMES[0])
         .await
         .unwrap();
-    task.abort();
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_restart_reuses_the_stored_certificate_without_a_new_order() {
-    let scratch = Scratch::new("restart");
-    let mut pebble = Pebble::start(&scratch.0, None);
-    let store = ChallengeStore::new();
-    let _responder = serve_http01(pebble.http_port, store.clone()).await;
-    let storage = scratch.0.join("acme");
-    let settings = pebble.settings(&NAMES, &storage);
-    let manager = AcmeManager::new(settings.clone(), store.clone()).unwrap();
-    let mut events = manager.subscribe();
-    let task = manager.spawn(|_| {});
-    let first = next_event(
-        &mut events,
-        ISSUE_LIMIT,
-        &pebble,
-        installed(CertificateSource::Issued),
-    )
-    .await;
-    task.abort();
-    let account_key = std::fs::read(storage.join("account.pem")).unwrap();
+    let mut ca = TestCa::start("restart", None).await;
+    let mut run = Running::spawn(ca.manager(&NAMES), &ca.pebble);
+    let first = run.issued().await;
+    drop(run);
+    let account = ca.storage().join("account.pem");
+    let account_key = std::fs::read(&account).unwrap();
 
     // With the CA gone, only the stored certificate can explain a certificate at start.
-    pebble.stop();
-    let manager = AcmeManager::new(settings, store).unwrap();
+    ca.pebble.stop();
+    let manager = ca.manager(&NAMES);
     assert_eq!(manager.current().get().unwrap().info.serial, first.serial);
-    let mut events = manager.subscribe();
-    let installs = Installs::default();
-    let task = manager.spawn(installs.callback());
-    let loaded = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| Some(e.clone())).await;
+    let mut run = Running::spawn(manager, &ca.pebble);
+    let loaded = run.next(|e| Some(e.clone())).await;
     assert!(
         matches!(&loaded, AcmeEvent::Installed { info, source: CertificateSource::Stored }
             if info.serial == first.serial),
         "{loaded:?}"
     );
-    let scheduled = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| Some(e.clone())).await;
+    let scheduled = run.next(|e| Some(e.clone())).await;
     match scheduled {
         AcmeEvent::RenewalScheduled { at, .. } => assert!(at > SystemTime::now() + ISSUE_LIMIT),
         other => panic!("expected the renewal to be scheduled, got {other:?}"),
     }
-    assert_eq!(installs.serials(), vec![first.serial]);
-    assert_eq!(
-        std::fs::read(storage.join("account.pem")).unwrap(),
-        account_key
-    );
-    task.abort();
+    assert_eq!(run.installs.serials(), vec![first.serial]);
+    assert_eq!(std::fs::read(&account).unwrap(), account_key);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -290,18 +306,9 @@ async fn a_failed_validation_names_the_name_the_challenge_and_the_cas_words() {
     let scratch = Scratch::new("refused");
     let pebble = Pebble::start(&scratch.0, None);
     // No responder on Pebble's validation port: the CA cannot connect.
-    let manager = AcmeManager::new(
-        pebble.settings(&NAMES[..1], &scratch.0.join("acme")),
-        ChallengeStore::new(),
-    )
-    .unwrap();
-    let mut events = manager.subscribe();
-    let task = manager.spawn(|_| {});
-    let error = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| match e {
-        AcmeEvent::OrderFailed { error, .. } => Some(error.clone()),
-        _ => None,
-    })
-    .await;
+    let settings = pebble.settings(&NAMES[..1], &scratch.0.join("acme"));
+    let manager = AcmeManager::new(settings, ChallengeStore::new()).unwrap();
+    let (error, _) = Running::spawn(manager, &pebble).order_failed().await;
     let port = pebble.http_port;
     assert!(
         error.starts_with("the CA could not validate http-01 for app.example.com: "),
@@ -315,7 +322,6 @@ async fn a_failed_validation_names_the_name_the_challenge_and_the_cas_words() {
         error.ends_with("(urn:ietf:params:acme:error:connection)"),
         "{error}"
     );
-    task.abort();
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -360,15 +366,8 @@ async fn a_bad_directory_url_says_what_answered() {
         let mut settings = pebble.settings(&NAMES, &scratch.0.join(format!("acme{i}")));
         settings.directory = url.clone();
         let manager = AcmeManager::new(settings, ChallengeStore::new()).unwrap();
-        let mut events = manager.subscribe();
-        let task = manager.spawn(|_| {});
-        let error = next_event(&mut events, ISSUE_LIMIT, &pebble, |e| match e {
-            AcmeEvent::OrderFailed { error, .. } => Some(error.clone()),
-            _ => None,
-        })
-        .await;
+        let (error, _) = Running::spawn(manager, &pebble).order_failed().await;
         assert_eq!(error, format!("ACME directory {url}: {detail}"));
-        task.abort();
     }
 
     // A URL that is no https:// URL is refused before anything is sent.

@@ -159,7 +159,7 @@ impl Pebble {
     /// Starts Pebble again on the same ports (it comes back with no state and a new root).
     pub fn resume(&mut self) {
         assert!(self.pebble.is_none(), "Pebble is already running");
-        let log = self.dir.join("pebble.log");
+        let log = self.log_file();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -199,8 +199,9 @@ impl Pebble {
         self.dir.join("tls-ca.pem")
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
+    /// Where Pebble writes its log.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("pebble.log")
     }
 
     /// The root that signs the certificates Pebble issues now.
@@ -294,12 +295,13 @@ pub async fn serve_http01(port: u16, store: Arc<ChallengeStore>) -> Responder {
     Responder { answered, task }
 }
 
-/// Waits for the first event that `pick` accepts, skipping others; panics with the Pebble log
-/// after `limit` (a bound on a hang, not a measurement).
+/// Waits for the first event that `pick` accepts, skipping others; panics with Pebble's log
+/// (`pebble_log`, see [`Pebble::log_file`]) after `limit` (a bound on a hang, not a
+/// measurement).
 pub async fn next_event<T>(
     events: &mut tokio::sync::broadcast::Receiver<AcmeEvent>,
     limit: Duration,
-    pebble: &Pebble,
+    pebble_log: &Path,
     mut pick: impl FnMut(&AcmeEvent) -> Option<T>,
 ) -> T {
     let wait = async {
@@ -315,7 +317,7 @@ pub async fn next_event<T>(
         Ok(found) => found,
         Err(_) => panic!(
             "no such event within {limit:?}; Pebble log:\n{}",
-            pebble.log()
+            std::fs::read_to_string(pebble_log).unwrap_or_default()
         ),
     }
 }
