@@ -93,28 +93,44 @@ fn host_bits_are_accepted_with_a_warning_naming_the_entry() {
     );
 }
 
+/// What `check` says of a range entry it cannot read, after the entry's key and value.
+const NOT_A_RANGE: &str =
+    r#"is not a CIDR (such as "203.0.113.0/24" or "2001:db8::/32") or an IP address"#;
+
 #[test]
-fn bad_values_name_their_key() {
-    let cases: &[(&str, &str, &str)] = &[
+fn bad_ranges_name_their_list_and_entry() {
+    let cases = [
         (
             r#"allow = ["203.0.113.0/28"]"#,
             r#"allow = ["203.0.113.0/28", "10.0.0.0/8", "not-a-net"]"#,
-            r#"access.allow[2]: "not-a-net" is not a CIDR (such as "203.0.113.0/24" or "2001:db8::/32") or an IP address"#,
+            r#"access.allow[2]: "not-a-net""#,
         ),
         (
             "deny = []",
             r#"deny = ["10.0.0.0/33"]"#,
-            r#"access.deny[0]: "10.0.0.0/33" is not a CIDR (such as "203.0.113.0/24" or "2001:db8::/32") or an IP address"#,
+            r#"access.deny[0]: "10.0.0.0/33""#,
         ),
         (
             "trusted_proxies = []",
             r#"trusted_proxies = ["::1/129"]"#,
-            r#"access.trusted_proxies[0]: "::1/129" is not a CIDR (such as "203.0.113.0/24" or "2001:db8::/32") or an IP address"#,
+            r#"access.trusted_proxies[0]: "::1/129""#,
         ),
+    ];
+    for (old, new, entry) in cases {
+        let (dir, pki) = (TempDir::new(), Pki::new());
+        let path = config(&dir, &pki, &[(old, new)]);
+        refused(&path, &[], &format!("{entry} {NOT_A_RANGE}"));
+    }
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
         (
             r#"http = "127.0.0.1:8080""#,
             r#"http = "127.0.0.1""#,
-            r#"listen.http: "127.0.0.1" is not an address with a port (write IP:PORT, such as "10.0.1.10:80" or "[::]:443")"#,
+            "listen.http: \"127.0.0.1\" is not an address with a port (write IP:PORT, such as \
+             \"10.0.1.10:80\" or \"[::]:443\")",
         ),
         (
             r#"https = "127.0.0.1:8443""#,
@@ -129,12 +145,14 @@ fn bad_values_name_their_key() {
         (
             r#"url = "http://127.0.0.1:8000""#,
             r#"url = "https://127.0.0.1:8000""#,
-            r#"upstream.url: "https://127.0.0.1:8000" must start with http:// (TLS to the upstream is not supported)"#,
+            "upstream.url: \"https://127.0.0.1:8000\" must start with http:// (TLS to the \
+             upstream is not supported)",
         ),
         (
             r#"url = "http://127.0.0.1:8000""#,
             r#"url = "http://127.0.0.1:8000/app""#,
-            r#"upstream.url: "http://127.0.0.1:8000/app" has a path; only scheme, host and port are supported"#,
+            "upstream.url: \"http://127.0.0.1:8000/app\" has a path; only scheme, host and port \
+             are supported",
         ),
         (
             r#"url = "http://127.0.0.1:8000""#,
@@ -144,7 +162,8 @@ fn bad_values_name_their_key() {
         (
             r#"connect = "5s""#,
             r#"connect = "soon""#,
-            r#"timeouts.connect: "soon" is not a duration (write it like "500ms", "5s" or "2m")"#,
+            "timeouts.connect: \"soon\" is not a duration (write it like \"500ms\", \"5s\" or \
+             \"2m\")",
         ),
         (
             r#"connect = "5s""#,
@@ -179,7 +198,8 @@ fn bad_values_name_their_key() {
         (
             "max_body_bytes = 1048576",
             r#"max_body_bytes = "lots""#,
-            r#"invalid type: string "lots", expected an integer for key `limits.max_body_bytes` in "#,
+            "invalid type: string \"lots\", expected an integer for key `limits.max_body_bytes` \
+             in ",
         ),
         (
             r#"http = "127.0.0.1:8080""#,
@@ -227,7 +247,7 @@ fn environment_overrides_are_validated_like_the_file() {
     refused(
         &path,
         &[("EDGE_GATEWAY__ACCESS__ALLOW", "203.0.113.0/28,bogus")],
-        r#"access.allow[1]: "bogus" is not a CIDR (such as "203.0.113.0/24" or "2001:db8::/32") or an IP address"#,
+        &format!(r#"access.allow[1]: "bogus" {NOT_A_RANGE}"#),
     );
     let (ok, _, err) = check(&path, &[("EDGE_GATEWAY__LISTEN__HTTPS", "[::]:9443")]);
     assert!(ok, "{err}");
@@ -314,67 +334,43 @@ fn pkcs8_sec1_and_pkcs1_keys_load() {
 
     let key = dir.path().join("key.pem");
     let cert = dir.path().join("cert.pem");
-    let openssl = |args: &[&str]| {
+    // A command line split at its spaces (the test's paths hold none).
+    let openssl = |command: &str| {
         let out = std::process::Command::new("openssl")
-            .args(args)
+            .args(command.split(' '))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "openssl {args:?}: {}",
+            "openssl {command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let k = key.to_str().unwrap();
-    let c = cert.to_str().unwrap();
+    let (k, c) = (key.display(), cert.display());
 
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        k,
-    ]);
-    assert!(std::fs::read_to_string(&key)
-        .unwrap()
-        .contains("BEGIN EC PRIVATE KEY"));
-    openssl(&[
-        "req",
-        "-new",
-        "-x509",
-        "-key",
-        k,
-        "-subj",
-        "/CN=localhost",
-        "-days",
-        "1",
-        "-out",
-        c,
-    ]);
-    let (ok, _, err) = check(&path, &[]);
-    assert!(ok, "SEC1: {err}");
-
-    openssl(&["genrsa", "-traditional", "-out", k, "2048"]);
-    assert!(std::fs::read_to_string(&key)
-        .unwrap()
-        .contains("BEGIN RSA PRIVATE KEY"));
-    openssl(&[
-        "req",
-        "-new",
-        "-x509",
-        "-key",
-        k,
-        "-subj",
-        "/CN=localhost",
-        "-days",
-        "1",
-        "-out",
-        c,
-    ]);
-    let (ok, _, err) = check(&path, &[]);
-    assert!(ok, "PKCS#1: {err}");
+    // Each format: the openssl command that writes such a key, and the PEM label it gets.
+    let formats = [
+        (
+            "SEC1",
+            format!("ecparam -name prime256v1 -genkey -noout -out {k}"),
+            "BEGIN EC PRIVATE KEY",
+        ),
+        (
+            "PKCS#1",
+            format!("genrsa -traditional -out {k} 2048"),
+            "BEGIN RSA PRIVATE KEY",
+        ),
+    ];
+    for (format, genkey, label) in formats {
+        openssl(&genkey);
+        let pem = std::fs::read_to_string(&key).unwrap();
+        assert!(pem.contains(label), "{format}: {pem}");
+        openssl(&format!(
+            "req -new -x509 -key {k} -subj /CN=localhost -days 1 -out {c}"
+        ));
+        let (ok, _, err) = check(&path, &[]);
+        assert!(ok, "{format}: {err}");
+    }
 }
 
 #[test]
