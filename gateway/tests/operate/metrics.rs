@@ -16,22 +16,23 @@ deny = ["127.0.0.4/32"]"#;
 
     // Before any request: every family, every known label value at zero.
     let text = gw.scrape().await;
-    for series in [
-        r#"edge_gateway_requests_total{class="2xx",listener="https"}"#,
-        r#"edge_gateway_requests_total{class="3xx",listener="http"}"#,
-        r#"edge_gateway_request_duration_seconds_count{listener="https"}"#,
-        r#"edge_gateway_upstream_errors_total{kind="connect-refused"}"#,
-        r#"edge_gateway_upstream_errors_total{kind="timeout"}"#,
-        r#"edge_gateway_denied_requests_total{reason="deny"}"#,
-        r#"edge_gateway_denied_requests_total{reason="not-allowed"}"#,
-        "edge_gateway_tls_handshake_failures_total",
-        r#"edge_gateway_config_reloads_total{result="success"}"#,
-        r#"edge_gateway_config_reloads_total{result="failure"}"#,
-        r#"edge_gateway_acme_renewals_total{result="success"}"#,
-        r#"edge_gateway_acme_renewals_total{result="failure"}"#,
-    ] {
-        assert_eq!(sample(&text, series), Some(0.0), "{series}:\n{text}");
-    }
+    assert_samples(
+        &text,
+        r#"
+edge_gateway_requests_total{class="2xx",listener="https"} 0
+edge_gateway_requests_total{class="3xx",listener="http"} 0
+edge_gateway_request_duration_seconds_count{listener="https"} 0
+edge_gateway_upstream_errors_total{kind="connect-refused"} 0
+edge_gateway_upstream_errors_total{kind="timeout"} 0
+edge_gateway_denied_requests_total{reason="deny"} 0
+edge_gateway_denied_requests_total{reason="not-allowed"} 0
+edge_gateway_tls_handshake_failures_total 0
+edge_gateway_config_reloads_total{result="success"} 0
+edge_gateway_config_reloads_total{result="failure"} 0
+edge_gateway_acme_renewals_total{result="success"} 0
+edge_gateway_acme_renewals_total{result="failure"} 0
+"#,
+    );
     let version = format!(
         r#"edge_gateway_build_info{{version="{}"}}"#,
         env!("CARGO_PKG_VERSION")
@@ -60,18 +61,10 @@ deny = ["127.0.0.4/32"]"#;
     let (code, _) = plain_get(stream, "/x?y=1").await.unwrap();
     assert_eq!(code, StatusCode::MOVED_PERMANENTLY);
     // Outside the allow range, and in the deny range.
-    let outside = gw
-        .client(Ipv4Addr::new(127, 0, 0, 9))
-        .get_once("/")
-        .await
-        .unwrap();
-    assert_eq!(outside.0, StatusCode::FORBIDDEN);
-    let denied = gw
-        .client(Ipv4Addr::new(127, 0, 0, 4))
-        .get_once("/")
-        .await
-        .unwrap();
-    assert_eq!(denied.0, StatusCode::FORBIDDEN);
+    for source in [Ipv4Addr::new(127, 0, 0, 9), Ipv4Addr::new(127, 0, 0, 4)] {
+        let (code, _) = gw.client(source).get_once("/").await.unwrap();
+        assert_eq!(code, StatusCode::FORBIDDEN, "from {source}");
+    }
     // A handshake that fails: TLS 1.1 is refused... by rustls the client cannot even offer it,
     // so send bytes that are no TLS at all.
     {
@@ -90,20 +83,18 @@ deny = ["127.0.0.4/32"]"#;
         .await;
     let open_https = r#"edge_gateway_open_connections{listener="https"}"#;
     let text = gw.scrape_until(open_https, 1.0).await;
-    let https_2xx = r#"edge_gateway_requests_total{class="2xx",listener="https"}"#;
-    assert_eq!(sample(&text, https_2xx), Some(3.0), "{text}");
-    let http_3xx = r#"edge_gateway_requests_total{class="3xx",listener="http"}"#;
-    assert_eq!(sample(&text, http_3xx), Some(1.0), "{text}");
-    let https_4xx = r#"edge_gateway_requests_total{class="4xx",listener="https"}"#;
-    assert_eq!(sample(&text, https_4xx), Some(2.0), "{text}");
-    let not_allowed = r#"edge_gateway_denied_requests_total{reason="not-allowed"}"#;
-    assert_eq!(sample(&text, not_allowed), Some(1.0), "{text}");
-    let deny = r#"edge_gateway_denied_requests_total{reason="deny"}"#;
-    assert_eq!(sample(&text, deny), Some(1.0), "{text}");
-    let count = r#"edge_gateway_request_duration_seconds_count{listener="https"}"#;
-    assert_eq!(sample(&text, count), Some(5.0), "{text}");
-    let handshakes = sample(&text, "edge_gateway_tls_handshake_failures_total");
-    assert_eq!(handshakes, Some(1.0), "{text}");
+    assert_samples(
+        &text,
+        r#"
+edge_gateway_requests_total{class="2xx",listener="https"} 3
+edge_gateway_requests_total{class="3xx",listener="http"} 1
+edge_gateway_requests_total{class="4xx",listener="https"} 2
+edge_gateway_denied_requests_total{reason="not-allowed"} 1
+edge_gateway_denied_requests_total{reason="deny"} 1
+edge_gateway_request_duration_seconds_count{listener="https"} 5
+edge_gateway_tls_handshake_failures_total 1
+"#,
+    );
     drop(open);
     gw.scrape_until(open_https, 0.0).await;
 
@@ -117,11 +108,23 @@ deny = ["127.0.0.4/32"]"#;
     gw.reload().await;
     let (code, _) = client.get_once("/").await.unwrap();
     assert_eq!(code, StatusCode::BAD_GATEWAY);
-    let text = gw.scrape().await;
-    let refused = r#"edge_gateway_upstream_errors_total{kind="connect-refused"}"#;
-    assert_eq!(sample(&text, refused), Some(1.0), "{text}");
-    let https_5xx = r#"edge_gateway_requests_total{class="5xx",listener="https"}"#;
-    assert_eq!(sample(&text, https_5xx), Some(1.0), "{text}");
+    assert_samples(
+        &gw.scrape().await,
+        r#"
+edge_gateway_upstream_errors_total{kind="connect-refused"} 1
+edge_gateway_requests_total{class="5xx",listener="https"} 1
+"#,
+    );
+}
+
+/// Asserts that the scrape `text` holds each line of `expected`: a series and its value, as
+/// the text format writes them.
+fn assert_samples(text: &str, expected: &str) {
+    for line in expected.lines().filter(|l| !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap();
+        assert_eq!(sample(text, series), Some(value), "{series}:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
