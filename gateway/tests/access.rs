@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use common::{
-    get, h1, http_get, https_get, send, tls_from, Config, Gateway, Pki, Seen, TempDir, Upstream,
+    get, http_get, https_get, https_h1, proxying_with, send, Config, Gateway, Pki, Seen, TempDir,
+    Upstream,
 };
 use http::Request;
 use http_body_util::Full;
@@ -16,13 +17,15 @@ fn ip(s: &str) -> Option<IpAddr> {
     Some(s.parse().unwrap())
 }
 
+/// A gateway listening on `listen` (an address without its port) with `access` as its
+/// `[access]` table.
 async fn setup(listen: &str, access: &str) -> (Gateway, Pki, Upstream, TempDir) {
-    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let mut cfg = Config::new(&up.url(), &dir, &pki);
-    cfg.http = format!("{listen}:0");
-    cfg.https = format!("{listen}:0");
-    cfg.access = access.into();
-    (Gateway::start(&cfg).await, pki, up, dir)
+    proxying_with(|cfg| {
+        cfg.http = format!("{listen}:0");
+        cfg.https = format!("{listen}:0");
+        cfg.access = access.into();
+    })
+    .await
 }
 
 #[tokio::test]
@@ -126,19 +129,13 @@ fn with_xff(path: &str, xff: &str) -> Request<Full<bytes::Bytes>> {
 async fn a_forged_forwarded_for_from_an_untrusted_peer_is_ignored_and_replaced() {
     // 127.0.0.1 is no trusted proxy. Claiming an allowed address does not let it in...
     let (gw, pki, _up, _dir) = setup("127.0.0.1", r#"allow = ["203.0.113.0/28"]"#).await;
-    let tls = tls_from(&pki.h1_client(), ip("127.0.0.1"), gw.https)
-        .await
-        .unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, ip("127.0.0.1"), gw.https).await;
     let got = send(&mut sender, with_xff("/headers", "203.0.113.10")).await;
     assert_eq!(got.status, 403);
 
     // ...and when it is allowed, the upstream sees only its real address and a new id.
     let (gw, pki, _up, _dir) = setup("127.0.0.1", r#"allow = ["127.0.0.0/8"]"#).await;
-    let tls = tls_from(&pki.h1_client(), ip("127.0.0.4"), gw.https)
-        .await
-        .unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, ip("127.0.0.4"), gw.https).await;
     let got = send(&mut sender, with_xff("/headers", "203.0.113.10, 10.0.0.1")).await;
     assert_eq!(got.status, 200);
     let seen = Seen::parse(&got.body);
@@ -157,10 +154,7 @@ async fn forwarded_for_from_a_trusted_proxy_decides() {
 trusted_proxies = ["127.0.0.5/32", "10.0.0.0/8"]"#,
     )
     .await;
-    let tls = tls_from(&pki.h1_client(), ip("127.0.0.5"), gw.https)
-        .await
-        .unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, ip("127.0.0.5"), gw.https).await;
     // Right-most address that is not a trusted proxy: 203.0.113.10 (10.0.0.7 is a proxy).
     let got = send(
         &mut sender,
@@ -188,10 +182,7 @@ async fn a_swapped_snapshot_applies_to_the_next_request_on_an_open_connection() 
     let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
     let cfg = Config::new(&up.url(), &dir, &pki);
     let gw = Gateway::start(&cfg).await;
-    let tls = tls_from(&pki.h1_client(), ip("127.0.0.1"), gw.https)
-        .await
-        .unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, ip("127.0.0.1"), gw.https).await;
     assert_eq!(send(&mut sender, get("/")).await.status, 200);
 
     let mut denying = Config::new(&up.url(), &dir, &pki);

@@ -198,7 +198,7 @@ async fn certificates_come_from_pebble_and_are_swapped_without_dropping_connecti
     // A restart with the CA gone serves the stored certificate at once: no new order.
     let mut gw = gw;
     gw.signal("TERM");
-    assert!(gw.wait().success());
+    assert!(gw.exited().await.success());
     let last = installed(&gw).last().unwrap().clone();
     ca.stop();
     let (gw, _, https) = Process::run(&config);
@@ -219,8 +219,8 @@ async fn tls_alpn01_is_answered_on_the_https_listener() {
     let config = dir.write(
         "gateway.toml",
         &format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:{}\"\n\n[upstream]\nurl = {:?}\n\n\
-             [log]\nformat = \"json\"\n\n{}challenge = \"tls-alpn-01\"\n",
+            "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:{}\"\n\n\
+             [upstream]\nurl = {:?}\n\n[log]\nformat = \"json\"\n\n{}challenge = \"tls-alpn-01\"\n",
             ca.tls_port,
             upstream.url(),
             acme_table(&ca, &dir.path().join("acme"))

@@ -5,10 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, h1, https_get, send, tls_from, Config, Pki, Process, TempDir, Upstream};
+use common::{free_port, get, https_get, https_h1, send, Config, Pki, Process, TempDir, Upstream};
 
-fn config(up: &Upstream, dir: &TempDir, pki: &Pki, extra: &str) -> std::path::PathBuf {
-    let mut cfg = Config::new(&up.url(), dir, pki);
+/// Writes a configuration for `upstream` (a URL) with JSON logs and `extra` tables.
+fn config(upstream: &str, dir: &TempDir, pki: &Pki, extra: &str) -> std::path::PathBuf {
+    let mut cfg = Config::new(upstream, dir, pki);
     cfg.extra = format!("[log]\nformat = \"json\"\n\n{extra}");
     dir.write("gateway.toml", &cfg.render())
 }
@@ -28,11 +29,15 @@ async fn wait_for_line(p: &Process, needle: &str) {
 #[tokio::test]
 async fn a_request_in_flight_finishes_across_sigterm() {
     let (dir, pki, mut up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let path = config(&up, &dir, &pki, "[timeouts]\nshutdown_grace = \"15s\"\n");
+    let path = config(
+        &up.url(),
+        &dir,
+        &pki,
+        "[timeouts]\nshutdown_grace = \"15s\"\n",
+    );
     let (mut p, _http, https) = Process::run(&path);
 
-    let tls = tls_from(&pki.h1_client(), None, https).await.unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, None, https).await;
     let in_flight = tokio::spawn(async move { send(&mut sender, get("/hold")).await });
     tokio::time::timeout(common::PATIENCE, up.held.recv())
         .await
@@ -51,28 +56,27 @@ async fn a_request_in_flight_finishes_across_sigterm() {
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), "released");
-    let status = tokio::task::spawn_blocking(move || p.wait()).await.unwrap();
+    let status = p.exited().await;
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[tokio::test]
 async fn sigint_stops_an_idle_gateway_with_status_0() {
     let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let path = config(&up, &dir, &pki, "");
+    let path = config(&up.url(), &dir, &pki, "");
     let (mut p, _http, https) = Process::run(&path);
     // An idle keep-alive connection does not hold up the exit.
-    let tls = tls_from(&pki.h1_client(), None, https).await.unwrap();
-    let mut sender = h1(tls).await;
+    let mut sender = https_h1(&pki, None, https).await;
     assert_eq!(send(&mut sender, get("/")).await.status, 200);
     p.signal("INT");
-    let status = tokio::task::spawn_blocking(move || p.wait()).await.unwrap();
+    let status = p.exited().await;
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[tokio::test]
 async fn access_lines_are_structured() {
     let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let path = config(&up, &dir, &pki, "");
+    let path = config(&up.url(), &dir, &pki, "");
     let (p, http, https) = Process::run(&path);
     assert_eq!(https_get(&pki, None, https, "/a?b=1").await.status, 200);
     assert_eq!(common::http_get(None, http, "/r").await.status, 301);
@@ -106,14 +110,8 @@ async fn access_lines_are_structured() {
 #[tokio::test]
 async fn an_upstream_failure_is_logged_with_the_upstream_and_the_kind() {
     let (dir, pki) = (TempDir::new(), Pki::new());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cfg = Config::new(&format!("http://127.0.0.1:{port}"), &dir, &pki);
-    cfg.extra = "[log]\nformat = \"json\"\n".into();
-    let path = dir.write("gateway.toml", &cfg.render());
+    let port = free_port();
+    let path = config(&format!("http://127.0.0.1:{port}"), &dir, &pki, "");
     let (p, _http, https) = Process::run(&path);
     assert_eq!(https_get(&pki, None, https, "/").await.status, 502);
     wait_for_line(&p, "Upstream request failed").await;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{
-    get, h1, https_get, raw, send, tcp_from, tls_from, Config, Gateway, Pki, Seen, TempDir,
-    Upstream,
+    free_port, get, https_get, https_h1, https_send, proxying, raw, send, tcp_from, tls_from,
+    until_closed, Config, Gateway, Pki, Seen, TempDir,
 };
 use edge_gateway::observe::{RequestObserver, RequestRecord};
 use edge_gateway::Hooks;
@@ -23,16 +23,9 @@ use http_body_util::Full;
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn setup(extra: &str) -> (Gateway, Pki, Upstream, TempDir) {
-    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let mut cfg = Config::new(&up.url(), &dir, &pki);
-    cfg.extra = extra.into();
-    (Gateway::start(&cfg).await, pki, up, dir)
-}
-
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
-    let (gw, pki, _up, _dir) = setup("").await;
+    let (gw, pki, _up, _dir) = proxying("").await;
     let req = Request::get("/headers?a=1&b")
         .header("host", "app.example.com")
         .header("connection", "keep-alive, x-hop")
@@ -48,9 +41,7 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
         .header("x-end-to-end", "kept")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let mut sender = h1(tls).await;
-    let got = send(&mut sender, req).await;
+    let got = https_send(&pki, None, gw.https, req).await;
     assert_eq!(got.status, 200);
     let seen = Seen::parse(&got.body);
     for gone in [
@@ -84,15 +75,13 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
 
 #[tokio::test]
 async fn a_connection_header_naming_host_does_not_remove_it() {
-    let (gw, pki, _up, _dir) = setup("").await;
+    let (gw, pki, _up, _dir) = proxying("").await;
     let req = Request::get("/headers")
         .header("host", "app.example.com")
         .header("connection", "host, x-forwarded-host")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let mut sender = h1(tls).await;
-    let got = send(&mut sender, req).await;
+    let got = https_send(&pki, None, gw.https, req).await;
     assert_eq!(got.status, 200);
     let seen = Seen::parse(&got.body);
     assert_eq!(seen.one("host"), Some("app.example.com"));
@@ -101,13 +90,8 @@ async fn a_connection_header_naming_host_does_not_remove_it() {
 
 #[tokio::test]
 async fn a_refused_upstream_is_502() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let (dir, pki) = (TempDir::new(), Pki::new());
-    let cfg = Config::new(&format!("http://127.0.0.1:{port}"), &dir, &pki);
+    let cfg = Config::new(&format!("http://127.0.0.1:{}", free_port()), &dir, &pki);
     let gw = Gateway::start(&cfg).await;
     let got = https_get(&pki, None, gw.https, "/").await;
     assert_eq!(got.status, 502);
@@ -119,7 +103,7 @@ async fn a_refused_upstream_is_502() {
 
 #[tokio::test]
 async fn an_upstream_past_its_timeout_is_504() {
-    let (gw, pki, _up, _dir) = setup("[timeouts]\nrequest = \"300ms\"\n").await;
+    let (gw, pki, _up, _dir) = proxying("[timeouts]\nrequest = \"300ms\"\n").await;
     let got = https_get(&pki, None, gw.https, "/slow").await;
     assert_eq!(got.status, 504);
     assert_eq!(
@@ -137,9 +121,8 @@ fn post(path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
 
 #[tokio::test]
 async fn bodies_stream_and_a_body_over_the_limit_is_413() {
-    let (gw, pki, _up, _dir) = setup("[limits]\nmax_body_bytes = 100000\n").await;
-    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let mut sender = h1(tls).await;
+    let (gw, pki, _up, _dir) = proxying("[limits]\nmax_body_bytes = 100000\n").await;
+    let mut sender = https_h1(&pki, None, gw.https).await;
     // Under the limit, with a Content-Length.
     let got = send(&mut sender, post("/count", vec![b'x'; 99_999])).await;
     assert_eq!(
@@ -193,7 +176,7 @@ impl hyper::body::Body for Frames {
 
 #[tokio::test]
 async fn headers_over_the_limit_are_431() {
-    let (gw, pki, _up, _dir) = setup("[limits]\nmax_header_bytes = 4096\n").await;
+    let (gw, pki, _up, _dir) = proxying("[limits]\nmax_header_bytes = 4096\n").await;
     for size in [5_000, 60_000] {
         let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
         let head = format!(
@@ -209,9 +192,8 @@ async fn headers_over_the_limit_are_431() {
 
 #[tokio::test]
 async fn upgrades_pass_through() {
-    let (gw, pki, _up, _dir) = setup("").await;
-    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let mut sender = h1(tls).await;
+    let (gw, pki, _up, _dir) = proxying("").await;
+    let mut sender = https_h1(&pki, None, gw.https).await;
     let req = Request::get("/upgrade")
         .header("host", "localhost")
         .header("connection", "Upgrade")
@@ -236,7 +218,7 @@ async fn upgrades_pass_through() {
 
 #[tokio::test]
 async fn upstream_connections_are_pooled() {
-    let (gw, pki, up, _dir) = setup("").await;
+    let (gw, pki, up, _dir) = proxying("").await;
     for _ in 0..20 {
         // A new client connection each time; the upstream side should be reused.
         assert_eq!(https_get(&pki, None, gw.https, "/").await.status, 200);
@@ -250,27 +232,24 @@ async fn upstream_connections_are_pooled() {
 
 #[tokio::test]
 async fn a_client_sending_headers_too_slowly_is_cut_off() {
-    let (gw, _pki, _up, _dir) = setup("[timeouts]\nheader_read = \"1s\"\n").await;
+    let (gw, _pki, _up, _dir) = proxying("[timeouts]\nheader_read = \"1s\"\n").await;
     // Plain HTTP: half a request head, then silence.
     let mut tcp = tcp_from(None, gw.http).await;
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the connection was left open");
+    let rest = until_closed(&mut tcp, "the connection").await;
     assert!(!String::from_utf8_lossy(&rest).contains("301"), "{rest:?}");
 
     // HTTPS: a TCP connection that never starts its handshake.
     let mut tcp = tcp_from(None, gw.https).await;
-    let closed = tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the silent TLS connection was left open");
+    until_closed(&mut tcp, "the silent TLS connection").await;
 }
 
 #[tokio::test]
 async fn connections_that_send_nothing_are_cut_off_and_free_the_connection_limit() {
     let extra = "[timeouts]\nheader_read = \"1s\"\n\n[limits]\nmax_connections = 2\n";
-    let (gw, pki, _up, _dir) = setup(extra).await;
+    let (gw, pki, _up, _dir) = proxying(extra).await;
     // Two silent connections, from a denied address even, take every slot...
     let denied = Some("127.0.0.3".parse().unwrap());
     let mut silent = vec![
@@ -279,15 +258,13 @@ async fn connections_that_send_nothing_are_cut_off_and_free_the_connection_limit
     ];
     // ...until the header timeout closes them; then others are served.
     assert_eq!(common::http_get(None, gw.http, "/").await.status, 301);
-    let mut rest = Vec::new();
     for tcp in &mut silent {
-        let closed = tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut rest)).await;
-        assert!(closed.is_ok(), "a silent connection was left open");
+        let rest = until_closed(tcp, "a silent connection").await;
+        assert!(rest.is_empty(), "{rest:?}");
     }
     // A TLS connection that finishes its handshake and then sends no request is closed too.
     let mut tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let closed = tokio::time::timeout(common::PATIENCE, tls.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "a silent TLS connection was left open");
+    let rest = until_closed(&mut tls, "a silent TLS connection").await;
     assert!(rest.is_empty(), "{rest:?}");
 }
 
@@ -303,12 +280,7 @@ impl RequestObserver for Collect {
 #[tokio::test]
 async fn every_request_is_accounted_once_with_its_outcome() {
     let (dir, pki) = (TempDir::new(), Pki::new());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cfg = Config::new(&format!("http://127.0.0.1:{port}"), &dir, &pki);
+    let mut cfg = Config::new(&format!("http://127.0.0.1:{}", free_port()), &dir, &pki);
     cfg.access = r#"deny = ["127.0.0.7"]"#.into();
     let collect = Arc::new(Collect::default());
     let hooks = Hooks {
@@ -347,9 +319,8 @@ async fn every_request_is_accounted_once_with_its_outcome() {
 
 #[tokio::test]
 async fn requests_on_one_keep_alive_connection_are_independent() {
-    let (gw, pki, _up, _dir) = setup("").await;
-    let tls = tls_from(&pki.h1_client(), None, gw.https).await.unwrap();
-    let mut sender = h1(tls).await;
+    let (gw, pki, _up, _dir) = proxying("").await;
+    let mut sender = https_h1(&pki, None, gw.https).await;
     for i in 0..5 {
         let got = send(&mut sender, get(&format!("/headers?i={i}"))).await;
         assert_eq!(Seen::parse(&got.body).uri, format!("/headers?i={i}"));

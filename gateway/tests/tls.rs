@@ -4,22 +4,13 @@ mod common;
 
 use std::process::Command;
 
-use common::{
-    get, h1, h2, read, send, tcp_from, tls_from, Config, Gateway, Pki, Seen, TempDir, Upstream,
-};
+use common::{get, h1, h2, proxying, read, send, tcp_from, tls_from, until_closed, Seen};
 use http::Version;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn setup(extra: &str) -> (Gateway, Pki, Upstream, TempDir) {
-    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
-    let mut cfg = Config::new(&up.url(), &dir, &pki);
-    cfg.extra = extra.into();
-    (Gateway::start(&cfg).await, pki, up, dir)
-}
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn handshakes_at_tls_1_3_and_1_2_carry_hsts() {
-    let (gw, pki, _up, _dir) = setup("").await;
+    let (gw, pki, _up, _dir) = proxying("").await;
     for (version, expected) in [
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -40,13 +31,13 @@ async fn handshakes_at_tls_1_3_and_1_2_carry_hsts() {
 
 #[tokio::test]
 async fn hsts_is_configurable() {
-    let (gw, pki, _up, _dir) = setup("[hsts]\nmax_age = 600\ninclude_subdomains = true\n").await;
+    let (gw, pki, _up, _dir) = proxying("[hsts]\nmax_age = 600\ninclude_subdomains = true\n").await;
     let got = common::https_get(&pki, None, gw.https, "/").await;
     assert_eq!(
         got.header("strict-transport-security"),
         Some("max-age=600; includeSubDomains")
     );
-    let (gw, pki, _up, _dir) = setup("[hsts]\nmax_age = 0\n").await;
+    let (gw, pki, _up, _dir) = proxying("[hsts]\nmax_age = 0\n").await;
     let got = common::https_get(&pki, None, gw.https, "/").await;
     assert_eq!(got.header("strict-transport-security"), None);
 }
@@ -67,11 +58,10 @@ fn tls11_client_hello() -> Vec<u8> {
 
 #[tokio::test]
 async fn tls_1_1_is_refused_with_a_fatal_alert() {
-    let (gw, _pki, _up, _dir) = setup("").await;
+    let (gw, _pki, _up, _dir) = proxying("").await;
     let mut tcp = tcp_from(None, gw.https).await;
     tcp.write_all(&tls11_client_hello()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut answer)).await;
+    let answer = until_closed(&mut tcp, "the TLS 1.1 connection").await;
     // An alert record, not a ServerHello: content type 21, two version bytes, length 2,
     // level fatal (2), and handshake_failure (40) as rustls answers, or protocol_version (70).
     assert!(answer.len() >= 7, "answer: {answer:?}");
@@ -100,7 +90,7 @@ fn s_client(addr: std::net::SocketAddr, version_flag: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn openssl_negotiates_1_2_and_1_3_but_not_1_1() {
-    let (gw, _pki, _up, _dir) = setup("").await;
+    let (gw, _pki, _up, _dir) = proxying("").await;
     let addr = gw.https;
     let (ok12, text12, ok13, text13, ok11, text11) = tokio::task::spawn_blocking(move || {
         let (ok12, text12) = s_client(addr, "-tls1_2");
@@ -123,7 +113,7 @@ async fn openssl_negotiates_1_2_and_1_3_but_not_1_1() {
 
 #[tokio::test]
 async fn alpn_chooses_h2_or_http_1_1() {
-    let (gw, pki, _up, _dir) = setup("").await;
+    let (gw, pki, _up, _dir) = proxying("").await;
 
     let client = pki.client(rustls::ALL_VERSIONS, &[b"h2", b"http/1.1"]);
     let tls = tls_from(&client, None, gw.https).await.unwrap();
@@ -160,7 +150,7 @@ async fn alpn_chooses_h2_or_http_1_1() {
 
 #[tokio::test]
 async fn curl_gets_h2_by_alpn() {
-    let (gw, pki, _up, dir) = setup("").await;
+    let (gw, pki, _up, dir) = proxying("").await;
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let url = format!("https://localhost:{}/", gw.https.port());

@@ -1,5 +1,6 @@
-//! Shared parts of the integration tests: certificates made with rcgen, a real upstream
-//! server, the gateway in-process or as the real binary, and real TLS and HTTP clients.
+//! Shared parts of the integration tests (the operations suite takes them through its
+//! harness): certificates made with rcgen, a real upstream server, the gateway in-process or
+//! as the real binary, and real TLS and HTTP clients.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -27,11 +28,21 @@ use tokio_util::sync::CancellationToken;
 use edge_gateway::tls::CertResolver;
 use edge_gateway::{Hooks, Server, Settings};
 
-/// Bounds every wait in the tests, so a hang fails instead of blocking.
+/// Bounds every wait in the tests, so a hang fails instead of blocking. A bound on failure,
+/// not a measurement: nothing asserts how fast anything happened.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The name the test certificates are for.
 pub const NAME: &str = "localhost";
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -66,12 +77,37 @@ impl Drop for TempDir {
     }
 }
 
-/// A CA made for the test and a leaf for `localhost`, 127.0.0.1 and ::1.
+/// A CA made for the test, and the leaf it issued first: for [`NAME`], 127.0.0.1 and ::1.
 pub struct Pki {
     pub ca_der: CertificateDer<'static>,
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate the test CA issued, and its key.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+    /// notAfter, in seconds since 1970.
+    pub not_after: i64,
+}
+
+/// Signs `params` with a new key.
+fn issue(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    params: rcgen::CertificateParams,
+) -> Leaf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+        not_after: params.not_after.unix_timestamp(),
+    }
 }
 
 impl Pki {
@@ -84,20 +120,22 @@ impl Pki {
             .push(rcgen::DnType::CommonName, "edge-gateway test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec![
-            NAME.to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ])
-        .unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
+        let names = vec![NAME.to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        let first = issue(&issuer, rcgen::CertificateParams::new(names).unwrap());
         Pki {
             ca_der: ca_cert.der().clone(),
             ca_pem: ca_cert.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            cert_pem: first.cert_pem,
+            key_pem: first.key_pem,
+            issuer,
         }
+    }
+
+    /// A new leaf for [`NAME`] alone, with a new key, expiring on `year`-01-01.
+    pub fn leaf(&self, year: i32) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(vec![NAME.to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        issue(&self.issuer, params)
     }
 
     /// Writes `cert.pem` and `key.pem` into `dir`.
@@ -109,11 +147,11 @@ impl Pki {
     }
 
     /// A client configuration trusting the test CA, offering `versions` and `alpn`.
-    pub fn client(
+    pub fn client_config(
         &self,
         versions: &[&'static SupportedProtocolVersion],
         alpn: &[&[u8]],
-    ) -> TlsConnector {
+    ) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -123,7 +161,16 @@ impl Pki {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
+        config
+    }
+
+    /// A connector with [`Pki::client_config`].
+    pub fn client(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> TlsConnector {
+        TlsConnector::from(Arc::new(self.client_config(versions, alpn)))
     }
 
     /// TLS 1.2 and 1.3, HTTP/1.1 only.
@@ -327,6 +374,22 @@ impl Config {
     }
 }
 
+/// A gateway in this process in front of a new upstream, its configuration changed by
+/// `configure`; also returns the CA its certificate comes from and the directory of its files.
+pub async fn proxying_with(
+    configure: impl FnOnce(&mut Config),
+) -> (Gateway, Pki, Upstream, TempDir) {
+    let (dir, pki, up) = (TempDir::new(), Pki::new(), Upstream::start().await);
+    let mut cfg = Config::new(&up.url(), &dir, &pki);
+    configure(&mut cfg);
+    (Gateway::start(&cfg).await, pki, up, dir)
+}
+
+/// As [`proxying_with`], with `extra` tables (TOML text) in the configuration.
+pub async fn proxying(extra: &str) -> (Gateway, Pki, Upstream, TempDir) {
+    proxying_with(|cfg| cfg.extra = extra.into()).await
+}
+
 /// The gateway running in this process, on real sockets.
 pub struct Gateway {
     pub http: SocketAddr,
@@ -477,11 +540,30 @@ pub fn get(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// An HTTP/1.1 sender on a new TLS connection from `source`, trusting the test CA.
+pub async fn https_h1(
+    pki: &Pki,
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tls = tls_from(&pki.h1_client(), source, addr).await.unwrap();
+    h1(tls).await
+}
+
+/// One HTTPS request (HTTP/1.1) on a new connection from `source`.
+pub async fn https_send(
+    pki: &Pki,
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> Got {
+    let mut sender = https_h1(pki, source, addr).await;
+    send(&mut sender, req).await
+}
+
 /// One HTTPS GET (HTTP/1.1) on a new connection from `source`.
 pub async fn https_get(pki: &Pki, source: Option<IpAddr>, addr: SocketAddr, path: &str) -> Got {
-    let tls = tls_from(&pki.h1_client(), source, addr).await.unwrap();
-    let mut sender = h1(tls).await;
-    send(&mut sender, get(path)).await
+    https_send(pki, source, addr, get(path)).await
 }
 
 /// One plain HTTP GET on a new connection from `source`.
@@ -497,17 +579,36 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     io.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, io.read_to_end(&mut out))
-        .await
-        .expect("the server did not close the connection");
+    let out = until_closed(&mut io, "the connection").await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads until the server closes `io` (or resets it) and returns what it sent; fails the test
+/// if `what` (the connection, in words) is still open after [`PATIENCE`].
+pub async fn until_closed<I>(io: &mut I, what: &str) -> Vec<u8>
+where
+    I: tokio::io::AsyncRead + Unpin,
+{
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, io.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "{what} was left open");
+    out
 }
 
 /// The real binary, with its standard error collected line by line.
 pub struct Process {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+}
+
+/// Sends the signal `name` (such as "HUP") to `pid` with kill(1), as supervisors do.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// The path of the binary under test.
@@ -563,31 +664,30 @@ impl Process {
         self.lines.lock().unwrap().clone()
     }
 
-    /// Sends `signal` (such as "TERM") with kill(1).
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends `name` (such as "TERM") with kill(1).
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
     }
 
-    /// Waits for the exit status, failing after [`PATIENCE`].
-    pub fn wait(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the gateway did not exit; log: {:?}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+    /// Waits for the exit status; fails the test after [`PATIENCE`].
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        match exit_within_patience(&mut self.child).await {
+            Some(status) => status,
+            None => panic!("the gateway did not exit; log: {:?}", self.log()),
         }
     }
+}
+
+/// Waits for `child` to exit; None if it still runs after [`PATIENCE`].
+pub async fn exit_within_patience(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 impl Drop for Process {

@@ -1,8 +1,8 @@
 //! What the operations tests run against: the real `edge-gateway` binary, a real upstream
 //! HTTP server, real TLS with a CA made for the test, and the notify socket a service manager
-//! would hold.
+//! would hold. The test CA and the ports come from the integration tests' shared module.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -13,70 +13,11 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream, UnixDatagram};
 use tokio_rustls::TlsConnector;
 
-/// How long any one wait may take before the test fails instead of hanging. A bound on
-/// failure, not a measurement: nothing asserts how fast anything happened.
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The name the test certificates are issued for.
-pub const NAME: &str = "localhost";
-
-/// A CA made for the test; its leaves are certificates for [`NAME`].
-pub struct Pki {
-    pub ca_der: CertificateDer<'static>,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-/// A certificate for [`NAME`] and its key, as PEM.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: Vec<u8>,
-    /// notAfter, in seconds since 1970.
-    pub not_after: i64,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "edge-gateway test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        Pki {
-            ca_der: ca_cert.der().clone(),
-            issuer: rcgen::Issuer::new(ca_params, ca_key),
-        }
-    }
-
-    /// A new leaf, with a new key, expiring on `year`-01-01.
-    pub fn leaf(&self, year: i32) -> Leaf {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![NAME.to_string()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(year, 1, 1);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-            not_after: params.not_after.unix_timestamp(),
-        }
-    }
-}
-
-/// A port on loopback that was free a moment ago.
-pub fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::{free_port, Leaf, Pki, NAME, PATIENCE};
 
 /// The addresses a gateway is told to listen on.
 #[derive(Clone, Copy, Debug)]
@@ -230,7 +171,7 @@ impl Gateway {
         let notify = NotifySocket::bind(dir.path());
         install_leaf(dir.path(), &leaf);
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-gateway"));
+        let mut cmd = Command::new(crate::common::binary());
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
@@ -296,12 +237,7 @@ impl Gateway {
 
     /// Sends a signal with kill(1), as `ExecReload=` and supervisors do.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} failed");
+        crate::common::signal(self.pid(), name);
     }
 
     /// SIGHUP, then the notify messages up to the `READY=1` that ends the reload: returns
@@ -321,17 +257,9 @@ impl Gateway {
 
     /// Waits for the process to exit; fails the test after [`PATIENCE`].
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not exit; its log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match crate::common::exit_within_patience(&mut self.child).await {
+            Some(status) => status,
+            None => panic!("the gateway did not exit; its log:\n{}", self.log()),
         }
     }
 
@@ -423,14 +351,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(pki: &Pki, addr: SocketAddr, source: Ipv4Addr) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki.ca_der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = pki.client_config(rustls::DEFAULT_VERSIONS, &[]);
         let mut fresh = config.clone();
         fresh.resumption = rustls::client::Resumption::disabled();
         Client {
