@@ -304,6 +304,7 @@ def run(s: Settings) -> Report:
         lab_ev = evidence.result() if evidence else None
     if lab_ev is not None and "before" in counters:
         lab_ev.counters_moved = lab.counter_deltas(counters["before"], counters["after"])
+    notes = recheck_upper_layers(s, results)
     ctx = Context(
         db_host=s.db.host,
         db_port=s.db.port,
@@ -316,10 +317,50 @@ def run(s: Settings) -> Report:
     )
     verdict = decide(results, lab_ev, ctx, s.app_env)
     verdict.evidence = evidence_lines(verdict, results, lab_ev)
-    notes = []
     if not s.app_env:
         notes.append("the app's process was not found: settings from the environment/defaults")
     return Report(verdict, results, lab_ev, s, started, clock(), notes)
+
+
+# What the app's /readyz reports when its own login fails: its settings explain that, not the
+# moment it was asked, so a good login from here does not contradict it.
+_APP_LOGIN_KINDS = ("auth", "host-not-allowed", "tls")
+
+
+def recheck_upper_layers(s: Settings, results: dict[str, Result]) -> list[str]:
+    """Ask the app and the public URL again when they failed while every layer under them
+    answered; returns a note for each check asked again.
+
+    The checks run side by side, each at its own moment, so they can disagree: a mysqld the
+    supervisor restarts can refuse the app's /readyz and be back by the time this host's own
+    connect and login run. An upper layer's failure is taken as evidence only once it holds
+    with the layers below known good; asked again, a fault that persists fails again.
+    """
+    notes: list[str] = []
+    select = results.get("select")
+    if select is None or not select.ok:
+        return notes
+    ready = results.get("readyz")
+    if (
+        ready is not None
+        and ready.outcome == "not-ready"
+        and ready.data.get("kind") not in _APP_LOGIN_KINDS
+    ):
+        results["readyz"] = again = httpchecks.readyz(s.readyz_url, s.timeout * 2)
+        notes.append(
+            f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
+            f"database; asked again after the database checks: {again.outcome}"
+        )
+    ready = results.get("readyz")
+    https = results.get("public-https")
+    if (ready is None or ready.ok) and https is not None and https.outcome == "upstream-failed":
+        for res in public_checks(s):
+            results[res.check] = res
+        notes.append(
+            f"the public URL answered {https.data.get('status')} while the app and its "
+            f"database answered; asked again: {results['public-https'].outcome}"
+        )
+    return notes
 
 
 def evidence_lines(v: Verdict, results: dict[str, Result], ev: lab.LabEvidence | None) -> list[str]:

@@ -77,6 +77,48 @@ def test_mysql_crashed_recovers_with_no_one_touching_it(lab):
     assert not res.errors and res.healthy_after == [], _explain(res)
 
 
+# Run on web: the app's /readyz, and the diagnosis's second look at a /readyz answer (given as
+# JSON) that failed while the database checks from this host passed.
+_READYZ = """
+import json, sys
+from diagnose import check, httpchecks
+from diagnose.result import Result
+url = "http://127.0.0.1:8000/readyz"
+if len(sys.argv) == 1:
+    print(json.dumps(httpchecks.readyz(url, 3.0).as_dict()))
+    sys.exit()
+first = json.loads(sys.argv[1])
+first["check"], first["seconds"] = "readyz", 0.0
+results = {"select": Result("select", "answered", "SELECT 1", True), "readyz": Result(**first)}
+settings = check.Settings(db=None, password_file=None, app_env={}, readyz_url=url, public_url="")
+notes = check.recheck_upper_layers(settings, results)
+print(json.dumps({"readyz": results["readyz"].as_dict(), "notes": notes}))
+"""
+
+
+def test_a_readyz_answer_older_than_the_database_checks_is_asked_again(lab):
+    """The diagnosis's checks run side by side: /readyz refused while mysqld was down, and the
+    database checks passed once it was back, is a question to ask again, not an app fault."""
+
+    def on_web(*args: str) -> dict:
+        out = lab.run("web", sys.executable, "-c", _READYZ, *args, check=True)
+        return json.loads(out.stdout)
+
+    lab.ctl("stop", "mysql", check=True)
+    try:
+        down = on_web()
+        assert (down["outcome"], down["data"]["kind"]) == ("not-ready", "refused"), down
+        # Still down: asked again, it fails again.
+        still = on_web(json.dumps(down))
+        assert still["readyz"]["outcome"] == "not-ready", still
+        assert "asked again" in still["notes"][0]
+    finally:
+        FAULTS["mysql-stopped"].heal()
+    again = on_web(json.dumps(down))
+    assert again["readyz"]["outcome"] == "ready", again
+    assert "kind=refused" in again["notes"][0]
+
+
 def test_a_failing_drill_leaves_the_lab_as_it_found_it(lab):
     def inject_then_fail() -> None:
         _insert("db", DROP_RULE)
