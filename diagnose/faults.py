@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -330,9 +329,21 @@ def db_latency_inject() -> None:
         labctl.log_path("delayer"),
     )
     _save("db-latency", {"netem": False, "pid": pid})
-    labctl.wait_for(lambda: labctl.alive(pid), 1)
-    time.sleep(0.5)  # the delayer binds its queue before packets are sent to it
+    # The rule goes in once the delayer has bound its queue: before that, --queue-bypass lets
+    # the packets through undelayed, and a drill would diagnose a link that is not slow yet.
+    # Its start-up (a Python process) takes as long as the machine's load makes it.
+    if not wait_for(lambda: _queue_bound(QUEUE) or not labctl.alive(pid), 30):
+        raise LabError("the delayer did not bind its queue within 30 s; see .lab/logs/delayer.log")
+    if not labctl.alive(pid):
+        raise LabError("the delayer exited before binding its queue; see .lab/logs/delayer.log")
     _insert("db", _latency_rule(), "mangle")
+
+
+def _queue_bound(num: int) -> bool:
+    """Whether a process serves NFQUEUE `num` in the db host (the kernel lists bound queues
+    per network namespace, one line each, the number first)."""
+    out = on("db", "cat", "/proc/net/netfilter/nfnetlink_queue", check=False).stdout
+    return any(line.split()[:1] == [str(num)] for line in out.splitlines())
 
 
 def _latency_rule() -> list[str]:
