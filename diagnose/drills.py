@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -33,6 +34,8 @@ PUBLIC_URL = "https://app.example.com/"
 OFFICE = "203.0.113.10"
 RUNS = DRILL_STATE / "runs"
 ACTIVE = DRILL_STATE / "active"
+# A drill request's id in the gateway's access line (diagnose.prober puts it in the query).
+_REQ_ID = re.compile(r"[?&]req=([^&]+)")
 
 
 class Prober:
@@ -374,6 +377,16 @@ def _impact(
     failed = [r for r in records if r.status != 200]
     rows = [r for r in prober.rows() if since <= r["at"] <= until]
     client_failed = [r for r in rows if not r["ok"]]
+    # Which of the client's failed requests the gateway never logged, matched by the id the
+    # client puts in the query string. Counts alone would not tell: a request sent just
+    # before the fault can be logged by the gateway just after it, and one sent in the window
+    # can be logged after it.
+    logged = {
+        m.group(1)
+        for r in gateway_records(LAB_LOGS / "gateway.log", since, time.time(), OFFICE, prefix)
+        if (m := _REQ_ID.search(r.path))
+    }
+    never = [r for r in client_failed if r["id"] not in logged]
     statuses: dict[str, int] = {}
     for r in failed:
         statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
@@ -387,7 +400,7 @@ def _impact(
         "client_sent": len(rows),
         "client_failed": len(client_failed),
         "client_failed_minutes": round(client_span / 60, 2),
-        "never_reached_gateway": max(0, len(client_failed) - len(failed)),
+        "never_reached_gateway": len(never),
     }
 
 

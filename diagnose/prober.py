@@ -1,9 +1,10 @@
 """A steady client during a drill: one request every interval, each result a JSON line.
 
 Run on an internet host (`ip netns exec office python -m diagnose.prober ...`) so its
-requests cross the router and the gateway like a user's. Each request carries an
-X-Request-Id, so the gateway's and the app's log lines can be matched to it. It stops by
-itself after --max-seconds, or at SIGTERM.
+requests cross the router and the gateway like a user's. Each request carries its id as an
+X-Request-Id and in the query string (`req=ID`): the gateway keeps a client's X-Request-Id only
+from trusted proxies, and logs the query, so its access lines are matched to the requests by
+that. It stops by itself after --max-seconds, or at SIGTERM.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main() -> None:
             # A new connection each time, as a new user would open: a stale keep-alive
             # connection would hide a broken path.
             resp = requests.get(
-                args.url,
+                args.url + ("&" if "?" in args.url else "?") + f"req={rid}",
                 headers={"X-Request-Id": rid, "Connection": "close"},
                 timeout=args.timeout,
                 verify=args.ca or True,

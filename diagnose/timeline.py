@@ -104,6 +104,7 @@ class AccessRecord:
     request_id: str | None
     decision: str | None
     error: str | None
+    path: str = ""
 
 
 def gateway_records(
@@ -132,7 +133,14 @@ def gateway_records(
         except (TypeError, ValueError):
             status = 0
         records.append(
-            AccessRecord(at, status, rid, fields.get("decision"), fields.get("error.kind"))
+            AccessRecord(
+                at,
+                status,
+                rid,
+                fields.get("decision"),
+                fields.get("error.kind"),
+                str(fields.get("http.path", "")),
+            )
         )
     return records
 
