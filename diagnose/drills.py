@@ -246,6 +246,11 @@ def run_drill(fault: Fault) -> DrillResult:
             t_diag,
             "diagnosed",
         )
+        if fault.status == "down" and not fault.self_healing:
+            # The impact is what the client on office felt: hold the fault until one of its
+            # requests sent after the injection has failed. A request can take its whole 2 s
+            # timeout to fail, and a quick diagnosis ends sooner than that.
+            _wait_probe(prober, t_inject, False, 30)
         if not fault.self_healing:
             t_heal = time.time()
             fault.heal()
