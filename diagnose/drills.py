@@ -287,11 +287,11 @@ def run_drill(fault: Fault) -> DrillResult:
     end = time.time()
     _collect(tl, prober, watcher, prefix, t_inject or end, end)
     impact = _impact(tl, prober, prefix, t_inject or end, end)
-    problems = health.problems()
+    problems = health.settled()
     if problems:
         # A drill leaves the lab as it found it: heal everything, then look again.
         heal_all()
-        problems = health.problems()
+        problems = health.settled()
     named = verdict.get("cause") in fault.causes and verdict.get("status") == (
         "healthy" if verdict.get("cause") == "mysql-restarted" else fault.status
     )
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         errors = heal_all() if args.all else heal()
         for err in errors:
             print(f"heal: {err}", file=sys.stderr)
-        problems = health.problems()
+        problems = health.settled()
         for prob in problems:
             print(f"still wrong: {prob}", file=sys.stderr)
         if not errors and not problems:

@@ -3,6 +3,7 @@ names, plus no trace of a drill left behind. Returns the problems; none means he
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -131,3 +132,19 @@ def problems() -> list[str]:
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda c: c(), CHECKS))
     return [r for r in results if r]
+
+
+def settled(patience: float = 30.0) -> list[str]:
+    """What is still wrong once the lab has had `patience` seconds to settle; empty as soon
+    as every check holds.
+
+    For right after a heal: part of it lands a moment later (the gateway reloads on SIGHUP
+    in its own time, the app's pooled connections find the database again on their next
+    use), and a lab checked at once can look broken when it is not.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        found = problems()
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.5)
