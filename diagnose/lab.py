@@ -118,10 +118,13 @@ COUNTED_CHAINS = {
 
 
 def snapshot_counters() -> dict[str, dict[str, int]]:
-    """Packet counters of the chains a connection to MySQL crosses."""
+    """Packet counters of the chains a connection to MySQL crosses; a host whose chains could
+    not be listed (its batch timed out on a busy machine) is left out."""
     snap: dict[str, dict[str, int]] = {}
     for host, pairs in COUNTED_CHAINS.items():
         texts = batch(host, [iptables_argv(t, c) for t, c in pairs])
+        if not all(texts):  # every listing has at least its chain's header line
+            continue
         snap[host] = {
             rule.key: rule.pkts
             for (table, chain), text in zip(pairs, texts, strict=True)
@@ -131,11 +134,17 @@ def snapshot_counters() -> dict[str, dict[str, int]]:
 
 
 def counter_deltas(before: dict, after: dict) -> list[dict[str, Any]]:
-    """Rules whose counters moved between two snapshots, blocking ones first."""
+    """Rules whose counters moved between two snapshots, blocking ones first.
+
+    Only hosts both snapshots hold: against a listing that failed, every counter would look
+    as if it had moved by all it ever counted.
+    """
     moved = []
     for host, rules in after.items():
+        if host not in before:
+            continue
         for key, pkts in rules.items():
-            delta = pkts - before.get(host, {}).get(key, 0)
+            delta = pkts - before[host].get(key, 0)
             if delta > 0:
                 table, chain, num, target, spec = key.split("/", 4)
                 moved.append(

@@ -8,7 +8,7 @@ tools print them, and check that a restart seen half-way is named as one.
 
 from __future__ import annotations
 
-from diagnose.lab import LabEvidence, Program, parse_listeners
+from diagnose.lab import LabEvidence, Program, counter_deltas, parse_listeners
 from diagnose.result import Result
 from diagnose.verdict import Context, decide
 
@@ -102,3 +102,15 @@ def test_a_greeting_that_never_comes_on_a_fast_link_is_the_server():
         "greeting": Result("greeting", "no-greeting", "no greeting within 1.5s", False, 1.5),
     }
     assert decide(results, LabEvidence(), CTX, {}).cause == "no-greeting"
+
+
+def test_counters_move_only_where_both_snapshots_were_taken():
+    # The listing of db before the connect timed out: its counters are unknown, not zero.
+    before = {"router": {"filter/FORWARD/0/DROP/": 10}}
+    after = {
+        "db": {"filter/INPUT/0/DROP/": 500, "filter/INPUT/1/REJECT/tcp dpt:3306": 3},
+        "router": {"filter/FORWARD/0/DROP/": 12},
+    }
+    moved = counter_deltas(before, after)
+
+    assert [(m["host"], m["chain"], m["delta"]) for m in moved] == [("router", "FORWARD", 2)]
