@@ -229,9 +229,12 @@ def public_checks(s: Settings) -> list[Result]:
     ]
     if s.public_ca:
         cmd += ["--ca", s.public_ca]
+    # The checks in there keep to their own timeouts (a failed verification costs a second
+    # handshake); what varies is how long the process takes to start, seconds on a busy
+    # machine, and a check cut short by that would say the public URL is down.
     try:
         out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=t + 2, cwd=lab.ROOT, check=False
+            cmd, capture_output=True, text=True, timeout=2 * t + 10, cwd=lab.ROOT, check=False
         )
         rows = json.loads(out.stdout)
     except (subprocess.TimeoutExpired, ValueError):
