@@ -8,7 +8,9 @@ sees of the gateway's metrics listener, 10.0.1.10:9180.
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import datetime
 
 API = "http://127.0.0.1:9090/api/v1"
 JOB = "edge-gateway"
@@ -52,6 +54,16 @@ def gateway_target(lab) -> dict | None:
     gateway = [t for t in targets if t["labels"]["job"] == JOB]
     assert len(gateway) <= 1, targets
     return gateway[0] if gateway and gateway[0]["health"] == "up" else None
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time as Prometheus's API writes it: up to
+    nanoseconds, which Python's parser does not take, and the zero time for never."""
+    match = re.fullmatch(r"([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    assert match, stamp
+    whole, fraction, zone = match.groups()
+    micros = (fraction or "")[:6].ljust(6, "0")
+    return datetime.fromisoformat(f"{whole}.{micros}{zone.replace('Z', '+00:00')}").timestamp()
 
 
 # Only samples of the last 15 s: the TSDB under .lab/bastion may hold series from an earlier
@@ -98,6 +110,14 @@ def test_the_alert_rules_are_loaded_and_the_gateway_is_not_alerting(lab):
         "EdgeGatewayConfigReloadFailing",
     } <= names, names
     assert all(rule["health"] != "err" for g in groups for rule in g["rules"]), groups
-    wait_for("a successful scrape of the gateway", lambda: gateway_target(lab))
+    target = wait_for("a successful scrape of the gateway", lambda: gateway_target(lab))
+    # Alerts follow the rules' evaluations, every 15 s: until one runs after that scrape, a
+    # Prometheus that has just started still holds what it concluded before any scrape
+    # (EdgeGatewayAbsent pending).
+    scraped = _epoch(target["lastScrape"])
+    wait_for(
+        "an evaluation of the alert rules after that scrape",
+        lambda: all(_epoch(g["lastEvaluation"]) > scraped for g in api(lab, "rules")["groups"]),
+    )
     firing = [a["labels"]["alertname"] for a in api(lab, "alerts")["alerts"]]
     assert "EdgeGatewayDown" not in firing and "EdgeGatewayAbsent" not in firing, firing
