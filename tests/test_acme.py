@@ -71,6 +71,8 @@ def test_office_gets_a_chain_that_verifies_against_pebbles_root(lab, tmp_path):
 
 
 def test_the_gateway_logged_each_step_of_the_order(lab):
+    # The log is copied from the gateway's output by the supervisor: wait for the last step.
+    assert lab.log_lines("gateway", "Certificate installed"), lab.log("gateway")
     lines = [
         json.loads(line)
         for line in lab.log("gateway").read_text().splitlines()
