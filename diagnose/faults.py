@@ -132,9 +132,11 @@ def _grant_host(host: str) -> bool:
 
 def wrong_password_inject() -> None:
     labctl.app_password()  # remember where the app's password is
+    # Marked before the change: a step after it that fails (ending the app's sessions races
+    # their own ends) must still leave the heal something to undo.
+    _save("wrong-password", {})
     labctl.mysql_root(f"ALTER USER 'app'@'{APP_HOST}' IDENTIFIED BY '{secrets.token_hex(16)}'")
     labctl.kill_app_sessions()
-    _save("wrong-password", {})
 
 
 def wrong_password_heal() -> None:
