@@ -102,7 +102,7 @@ def _fw_fix(ctx: Context, move: dict[str, Any]) -> str:
     return _on(ctx, move["host"], f"iptables -D {chain} {move['num']}")
 
 
-def _slow_link(r: dict[str, Result]) -> bool:
+def slow_link(r: dict[str, Result]) -> bool:
     """Whether the ICMP echo measured the link to the database as slow or lossy.
 
     A probe above it that timed out is then read as that slowness first: on a link with
@@ -268,7 +268,7 @@ def _tcp(r, lab, ctx, env, target) -> Verdict | None:
                 fix=[_fw_fix(ctx, move)],
                 evidence=ev,
             )
-        if pinged and _slow_link(r):
+        if pinged and slow_link(r):
             return None  # read as slowness below: no firewall counter moved
         if pinged:
             return Verdict(
@@ -452,7 +452,7 @@ def _greeting(r, lab, ctx, env, target) -> Verdict | None:
         return None
     if res.outcome == "error" and res.data.get("code") == 1130:
         return _host_not_allowed(ctx, res)
-    if res.outcome == "no-greeting" and _slow_link(r):
+    if res.outcome == "no-greeting" and slow_link(r):
         return None  # read as slowness below
     if res.outcome == "no-greeting":
         return Verdict(
@@ -536,7 +536,7 @@ def _select(r, lab, ctx, env, target) -> Verdict | None:
     res = r.get("select")
     if res is None or res.ok:
         return None
-    if "timed out" in res.detail and _slow_link(r):
+    if "timed out" in res.detail and slow_link(r):
         return None  # read as slowness below
     return Verdict("down", "mysql", "query-failed", res.detail)
 
