@@ -322,16 +322,37 @@ pub async fn next_event<T>(
     }
 }
 
+/// What the captures listen to.
+const CAPTURED: &str = "edge_gateway_acme=debug";
+
 /// A tracing subscriber for this thread that keeps what it writes, for assertions on logs.
+///
+/// tracing caches, once per process, whether anyone listens at each log call site, asking
+/// the subscriber of whichever thread gets there first. A test without a capture on another
+/// thread would answer "no one" and silence the site for the capturing test too; a global
+/// subscriber that listens to the same events (and writes them nowhere) keeps that answer
+/// "someone" on every thread.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
 impl LogCapture {
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        static LISTENING_EVERYWHERE: std::sync::Once = std::sync::Once::new();
+        LISTENING_EVERYWHERE.call_once(|| {
+            let everywhere = tracing_subscriber::fmt()
+                .with_env_filter(CAPTURED)
+                .with_writer(std::io::sink)
+                .finish();
+            tracing::subscriber::set_global_default(everywhere)
+                .expect("no other global subscriber in the ACME tests");
+            // Sites another thread reached before this point were cached as silent.
+            tracing::callsite::rebuild_interest_cache();
+        });
+
         let writer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_env_filter("edge_gateway_acme=debug")
+            .with_env_filter(CAPTURED)
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::set_default(subscriber)
