@@ -573,6 +573,13 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
     ready = r.get("readyz")
     if ready is not None:
         ev.append("the app: " + ready.detail)
+    # A probe that got no answer at all is read as the slow link's loss, but the link does not
+    # prove it: with no blocking counter seen, a drop or a hung server looks the same.
+    cannot_tell = []
+    if tcp and tcp.outcome == "timeout":
+        cannot_tell = ["a SYN lost on the slow link", "a firewall that drops port 3306"]
+    elif greeting and greeting.outcome == "no-greeting":
+        cannot_tell = ["a greeting lost on the slow link", "a hung mysqld"]
     return Verdict(
         "slow",
         "network",
@@ -593,6 +600,7 @@ def _slow(r, lab, ctx, env, target) -> Verdict | None:
             )
         ]
         + [_on(ctx, "db", f"iptables -t mangle -D OUTPUT {q.num}") for q in queues],
+        cannot_tell=cannot_tell,
         evidence=ev,
     )
 

@@ -83,6 +83,8 @@ def test_a_greeting_lost_on_a_slow_lossy_link_is_slowness_not_a_hung_server():
 
     assert (verdict.status, verdict.cause) == ("slow", "db-slow")
     assert "no greeting within 1.8s" in verdict.summary and "slow, not down" in verdict.summary
+    # The link explains a lost greeting; it does not rule out the server.
+    assert "a hung mysqld" in verdict.cannot_tell
 
 
 def test_a_connect_timeout_on_a_slow_link_is_slowness_on_a_fast_one_a_firewall():
@@ -92,6 +94,7 @@ def test_a_connect_timeout_on_a_slow_link_is_slowness_on_a_fast_one_a_firewall()
 
     assert (slow.status, slow.cause) == ("slow", "db-slow")
     assert "TCP connect timed out after 1.5s" in slow.summary
+    assert "a firewall that drops port 3306" in slow.cannot_tell
     assert (fast.status, fast.layer, fast.cause) == ("down", "firewall", "firewall-drop")
 
 
