@@ -359,13 +359,18 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
     prog = lab.programs.get(ctx.db_program)
     if prog:
         ev.append(f"supervisor: {prog.name} {prog.state} {prog.description}".rstrip())
-    if blocking and any(m["host"] == "db" for m in blocking):
-        move = next(m for m in blocking if m["host"] == "db")
+    # The reset came from a rule whose counter moved: a REJECT on any host, the db host's first.
+    resets = sorted(
+        (m for m in blocking if m["target"] == "REJECT" or m["host"] == "db"),
+        key=lambda m: m["host"] != "db",
+    )
+    if resets:
+        move = resets[0]
         return Verdict(
             "down",
             "firewall",
             "firewall-reject",
-            f"the db host's firewall resets TCP {target} ({move['chain']} rule "
+            f"the {move['host']} host's firewall resets TCP {target} ({move['chain']} rule "
             f"{move['num']}: REJECT); MySQL itself is listening",
             fix=[_fw_fix(ctx, move)],
             evidence=ev,
@@ -418,9 +423,11 @@ def _refused(lab, ctx, target, ping_says, blocking, ev) -> Verdict:
     # the refused connect and the `ss` listing is a restart seen half-way, not a mystery.
     # mysqld listens within a second of its start, while the supervisor still calls it
     # STARTING until its startsecs have passed: that is the same restart, seen earlier.
+    # Without a recorded crash, only a start within the last seconds can explain a refusal.
+    exits = lab.mysql_exits
     restarting = prog is not None and prog.state in ("STARTING", "BACKOFF")
-    if restarting or (prog is not None and prog.state == "RUNNING" and prog.uptime() < 60):
-        exits = lab.mysql_exits
+    young = prog is not None and prog.state == "RUNNING" and prog.uptime() < (60 if exits else 10)
+    if restarting or young:
         why = f" (died: {exits[-1]['why']} at {exits[-1]['at']})" if exits else ""
         since = (
             f"the supervisor is starting it again ({prog.state})"

@@ -60,6 +60,25 @@ def test_refused_then_listening_before_the_supervisor_calls_it_running_is_a_rest
     assert "starting it again (STARTING)" in verdict.summary
 
 
+def test_a_reject_that_counted_the_probe_is_no_restart_however_young_mysqld_is():
+    lab = _lab("0:00:02", [EXIT])
+    reject = "filter/FORWARD/3/REJECT/tcp dpt:3306 reject-with tcp-reset"
+    lab.counters_moved = counter_deltas({"router": {reject: 0}}, {"router": {reject: 1}})
+
+    verdict = decide(_refused(), lab, CTX, {})
+
+    assert (verdict.layer, verdict.cause) == ("firewall", "firewall-reject"), verdict.summary
+    assert "the router host's firewall resets TCP 10.0.2.10:3306" in verdict.summary
+
+
+def test_a_refusal_seconds_after_a_start_with_no_crash_is_a_restart_only_while_fresh():
+    fresh = decide(_refused(), _lab("0:00:02", []), CTX, {})
+    settled = decide(_refused(), _lab("0:00:30", []), CTX, {})
+
+    assert fresh.cause == "mysql-restarting", fresh.summary
+    assert (settled.layer, settled.cause) == ("tcp", "refused"), settled.summary
+
+
 def test_refused_while_a_long_running_mysqld_listens_is_left_to_tcp():
     verdict = decide(_refused(), _lab("3:12:45", []), CTX, {})
 
