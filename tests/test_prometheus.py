@@ -113,8 +113,9 @@ def test_the_alert_rules_are_loaded_and_the_gateway_is_not_alerting(lab):
     target = wait_for("a successful scrape of the gateway", lambda: gateway_target(lab))
     # Alerts follow the rules' evaluations, every 15 s: until one runs after that scrape, a
     # Prometheus that has just started still holds what it concluded before any scrape
-    # (EdgeGatewayAbsent pending).
-    scraped = _epoch(target["lastScrape"])
+    # (EdgeGatewayAbsent pending). lastScrape is when the scrape began; its samples are
+    # written when it ends.
+    scraped = _epoch(target["lastScrape"]) + target["lastScrapeDuration"]
     wait_for(
         "an evaluation of the alert rules after that scrape",
         lambda: all(_epoch(g["lastEvaluation"]) > scraped for g in api(lab, "rules")["groups"]),
