@@ -32,6 +32,10 @@ DEFAULTS = {
 }
 
 
+# A whole run, every check and a second look included, on a machine that is not overloaded.
+RUN_BUDGET = 5.0
+
+
 @dataclass
 class Settings:
     db: DbTarget
@@ -307,7 +311,7 @@ def run(s: Settings) -> Report:
         lab_ev = evidence.result() if evidence else None
     if lab_ev is not None and "before" in counters:
         lab_ev.counters_moved = lab.counter_deltas(counters["before"], counters["after"])
-    notes = recheck_upper_layers(s, results)
+    notes = recheck_upper_layers(s, results, RUN_BUDGET - clock())
     ctx = Context(
         db_host=s.db.host,
         db_port=s.db.port,
@@ -330,15 +334,18 @@ def run(s: Settings) -> Report:
 _APP_LOGIN_KINDS = ("auth", "host-not-allowed", "tls")
 
 
-def recheck_upper_layers(s: Settings, results: dict[str, Result]) -> list[str]:
+def recheck_upper_layers(
+    s: Settings, results: dict[str, Result], seconds_left: float = RUN_BUDGET
+) -> list[str]:
     """Ask the app and the public URL again when they failed while every layer under them
-    answered; returns a note for each check asked again.
+    answered, if `seconds_left` of the run's budget allow it; returns a note for each.
 
     The checks run side by side, each at its own moment, so they can disagree: a mysqld the
     supervisor restarts can refuse the app's /readyz and be back by the time this host's own
     connect and login run. An upper layer's failure is taken as evidence only once it holds
     with the layers below known good; asked again, a fault that persists fails again.
     """
+    deadline = time.monotonic() + seconds_left
     notes: list[str] = []
     select = results.get("select")
     if select is None or not select.ok:
@@ -353,14 +360,28 @@ def recheck_upper_layers(s: Settings, results: dict[str, Result]) -> list[str]:
         and kind not in _APP_LOGIN_KINDS
         and not slow_agrees
     ):
-        results["readyz"] = again = httpchecks.readyz(s.readyz_url, s.timeout * 2)
-        notes.append(
-            f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
-            f"database; asked again after the database checks: {again.outcome}"
-        )
+        limit = min(s.timeout * 2, deadline - time.monotonic())
+        if limit < s.timeout / 2:
+            notes.append(
+                f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
+                "database; not asked again: the run's time budget is spent"
+            )
+        else:
+            results["readyz"] = again = httpchecks.readyz(s.readyz_url, limit)
+            notes.append(
+                f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
+                f"database; asked again after the database checks: {again.outcome}"
+            )
     ready = results.get("readyz")
     https = results.get("public-https")
     if (ready is None or ready.ok) and https is not None and https.outcome == "upstream-failed":
+        # The public check is a process on the internet host: a handshake or two of its own.
+        if deadline - time.monotonic() < s.timeout * 2:
+            notes.append(
+                f"the public URL answered {https.data.get('status')} while the app and its "
+                "database answered; not asked again: the run's time budget is spent"
+            )
+            return notes
         for res in public_checks(s):
             results[res.check] = res
         notes.append(
