@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+
 use common::{check, Pki, TempDir};
 
 /// A valid file, with `replace` applied to its text (pairs of old, new).
@@ -334,43 +336,57 @@ fn pkcs8_sec1_and_pkcs1_keys_load() {
 
     let key = dir.path().join("key.pem");
     let cert = dir.path().join("cert.pem");
-    // A command line split at its spaces (the test's paths hold none).
-    let openssl = |command: &str| {
+    let openssl = |args: &[&OsStr]| {
         let out = std::process::Command::new("openssl")
-            .args(command.split(' '))
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "openssl {command}: {}",
+            "openssl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let (k, c) = (key.display(), cert.display());
+    let (k, c) = (key.as_os_str(), cert.as_os_str());
 
     // Each format: the openssl command that writes such a key, and the PEM label it gets.
-    let formats = [
+    let mut rsa = os(&["genrsa", "-traditional", "-out"], k);
+    rsa.push(OsStr::new("2048"));
+    let formats: [(&str, Vec<&OsStr>, &str); 2] = [
         (
             "SEC1",
-            format!("ecparam -name prime256v1 -genkey -noout -out {k}"),
+            os(
+                &[
+                    "ecparam",
+                    "-name",
+                    "prime256v1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                ],
+                k,
+            ),
             "BEGIN EC PRIVATE KEY",
         ),
-        (
-            "PKCS#1",
-            format!("genrsa -traditional -out {k} 2048"),
-            "BEGIN RSA PRIVATE KEY",
-        ),
+        ("PKCS#1", rsa, "BEGIN RSA PRIVATE KEY"),
     ];
     for (format, genkey, label) in formats {
         openssl(&genkey);
         let pem = std::fs::read_to_string(&key).unwrap();
         assert!(pem.contains(label), "{format}: {pem}");
-        openssl(&format!(
-            "req -new -x509 -key {k} -subj /CN=localhost -days 1 -out {c}"
-        ));
+        let mut req = os(&["req", "-new", "-x509", "-key"], k);
+        req.extend(os(&["-subj", "/CN=localhost", "-days", "1", "-out"], c));
+        openssl(&req);
         let (ok, _, err) = check(&path, &[]);
         assert!(ok, "{format}: {err}");
     }
+}
+
+/// `words` as command-line arguments, then `path` (which may hold any byte a path may).
+fn os<'a>(words: &[&'a str], path: &'a OsStr) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = words.iter().map(|w| OsStr::new(*w)).collect();
+    args.push(path);
+    args
 }
 
 #[test]
