@@ -76,7 +76,7 @@ pub(crate) async fn connection(
     let snapshot = shared.live.load_full();
     let peer = canonical(peer.ip());
     let peer_value = HeaderValue::from_str(&peer.to_string()).expect("an address is ASCII");
-    let conn = |tls_version| Conn {
+    let conn_over = |tls_version| Conn {
         listener,
         peer,
         peer_value,
@@ -84,7 +84,7 @@ pub(crate) async fn connection(
     };
     match listener {
         Listener::Http => {
-            let conn = conn(None);
+            let conn = conn_over(None);
             serve(shared, conn, stream, &snapshot, watcher, http_request).await;
         }
         Listener::Https => {
@@ -114,7 +114,7 @@ pub(crate) async fn connection(
                 Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
                 _ => Some("-"),
             };
-            let conn = conn(tls_version);
+            let conn = conn_over(tls_version);
             serve(shared, conn, tls, &snapshot, watcher, https_request).await;
         }
     }
