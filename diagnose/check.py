@@ -332,6 +332,7 @@ def run(s: Settings) -> Report:
 # What the app's /readyz reports when its own login fails: its settings explain that, not the
 # moment it was asked, so a good login from here does not contradict it.
 _APP_LOGIN_KINDS = ("auth", "host-not-allowed", "tls")
+_BUDGET_SPENT = "the run's time budget is spent"
 
 
 def recheck_upper_layers(
@@ -360,34 +361,27 @@ def recheck_upper_layers(
         and kind not in _APP_LOGIN_KINDS
         and not slow_agrees
     ):
+        said = f"/readyz said kind={kind} while this host logged in to the database"
         limit = min(s.timeout * 2, deadline - time.monotonic())
         if limit < s.timeout / 2:
-            notes.append(
-                f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
-                "database; not asked again: the run's time budget is spent"
-            )
+            notes.append(f"{said}; not asked again: {_BUDGET_SPENT}")
         else:
             results["readyz"] = again = httpchecks.readyz(s.readyz_url, limit)
-            notes.append(
-                f"/readyz said kind={ready.data.get('kind')} while this host logged in to the "
-                f"database; asked again after the database checks: {again.outcome}"
-            )
+            notes.append(f"{said}; asked again after the database checks: {again.outcome}")
     ready = results.get("readyz")
     https = results.get("public-https")
     if (ready is None or ready.ok) and https is not None and https.outcome == "upstream-failed":
+        said = (
+            f"the public URL answered {https.data.get('status')} while the app and its "
+            "database answered"
+        )
         # The public check is a process on the internet host: a handshake or two of its own.
         if deadline - time.monotonic() < s.timeout * 2:
-            notes.append(
-                f"the public URL answered {https.data.get('status')} while the app and its "
-                "database answered; not asked again: the run's time budget is spent"
-            )
+            notes.append(f"{said}; not asked again: {_BUDGET_SPENT}")
             return notes
         for res in public_checks(s):
             results[res.check] = res
-        notes.append(
-            f"the public URL answered {https.data.get('status')} while the app and its "
-            f"database answered; asked again: {results['public-https'].outcome}"
-        )
+        notes.append(f"{said}; asked again: {results['public-https'].outcome}")
     return notes
 
 
